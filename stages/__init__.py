@@ -1,0 +1,1 @@
+"""DVC pipeline stages: one module per stage, plus shared code (envs, params, storage)."""

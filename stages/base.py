@@ -1,0 +1,90 @@
+"""Stage `base`: the starting checkpoint that every post-training run begins from.
+
+    dvc repro base          # or: python -m stages.base
+
+With `model.path: null` (the embedded default) it builds a word-level tokenizer and a small Llama
+offline and pretrains it with TRL's SFTTrainer on the mixed-rule corpus, so the model follows the
+rule stated in the prompt, the OOD one included, as a pretrained LLM would. With `model.path` set to
+a local Hugging Face checkpoint it runs an optional cold-start SFT on ID prompts (DC-SFT) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from stages.envs import ENV_NAMES
+from stages.modeling import build_model, build_tokenizer, count_parameters, load_model
+from stages.params import ParamError, choice, get, integer, load_params, number
+from stages.storage import atomic_dir, read_split
+from stages.training import conversational, trainer_defaults
+
+OUTPUT = Path("models/base")
+DATA = Path("data/generated")
+
+
+def main() -> None:
+    params = load_params()
+    env = choice(params, "env", ENV_NAMES)
+    if env.endswith("_vl"):
+        raise ParamError(f"env={env!r}: a vision-language base model is not supported yet; use gp_l, virl_l")
+    seed = integer(params, "seed", minimum=0)
+    path = get(params, "model.path")
+    steps = integer(params, "base.coldstart_steps" if path else "base.steps", minimum=0)
+    batch_size = integer(params, "base.batch_size", minimum=1)
+    lr = number(params, "base.lr", minimum=0.0)
+    max_length = integer(params, "model.max_length", minimum=16)
+
+    if path:  # a real checkpoint: cold-start SFT on the ID training prompts
+        tokenizer, model = load_model(path, param="model.path")
+        data = read_split(DATA / "train.parquet")
+    else:
+        data = read_split(DATA / "corpus.parquet")
+        tokenizer = build_tokenizer([*data["prompt"], *data["answer"]])
+        model = build_model(
+            tokenizer,
+            hidden_size=integer(params, "model.hidden_size", minimum=8),
+            layers=integer(params, "model.layers", minimum=1),
+            heads=integer(params, "model.heads", minimum=1),
+            max_length=max_length,
+            seed=seed,
+        )
+    n_params = count_parameters(model)
+    print(
+        f"base: {'model.path=' + str(path) if path else 'embedded Llama'}, {n_params:,} parameters, "
+        f"{steps} steps on {len(data)} examples"
+    )
+
+    start = time.perf_counter()
+    with atomic_dir(OUTPUT) as out, tempfile.TemporaryDirectory() as scratch:
+        if steps > 0:
+            args = SFTConfig(
+                **trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+                max_length=max_length,
+            )
+            trainer = SFTTrainer(
+                model=model, args=args, train_dataset=conversational(data), processing_class=tokenizer
+            )
+            trainer.train()
+            losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        else:
+            losses = []
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        info = {
+            "parameters": n_params,
+            "steps": steps,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+        }
+        (out / "base_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"base: saved {OUTPUT} ({json.dumps(info)})")
+
+
+if __name__ == "__main__":
+    main()

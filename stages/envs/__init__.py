@@ -1,0 +1,55 @@
+"""The four task environments behind one interface.
+
+An environment is pure Python (no training code). It generates records and verifies responses:
+
+    records = env.generate(sizes, cfg, seed)   # {split: [record, ...]}
+    verdict = env.verify(record, response)     # Verdict(success, reward, feedback, recognized)
+
+A record is a dict with `id`, `prompt` (the user turn; it states the rule or action space),
+`answer` (the oracle SFT target), `task` (JSON string with what `verify` needs) and, for VL envs,
+`image` (a PIL image). Splits: train, eval_id, eval_ood_rule, eval_ood_visual (VL only), corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+FEEDBACK_PREFIX = "You failed this trial because "
+
+
+@dataclass(frozen=True)
+class Verdict:
+    success: bool
+    reward: float
+    feedback: str  # one line, the reason for failure ("" on success)
+    recognized: bool | None = None  # VL only: were the cards / the observation read correctly
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    visual: bool
+    params_key: str  # where its params live in params.yaml, e.g. generate.gp
+    generate: Callable[[Mapping[str, int], Mapping, int], dict[str, list[dict]]]
+    verify: Callable[[dict, str], Verdict]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        visual = ("eval_ood_visual",) if self.visual else ()
+        return ("train", "eval_id", "eval_ood_rule", *visual, "corpus")
+
+
+def get_env(name: str) -> Env:
+    from stages.envs import general_points, virl
+    from stages.params import ParamError
+
+    if name not in ENV_NAMES:
+        raise ParamError(f"env={name!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
+    module, key = (general_points, "generate.gp") if name.startswith("gp") else (virl, "generate.virl")
+    visual = name.endswith("_vl")
+    return Env(name, visual, key, partial(module.generate, visual=visual), module.verify_record)
+
+
+ENV_NAMES = ("gp_l", "gp_vl", "virl_l", "virl_vl")

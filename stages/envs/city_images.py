@@ -1,0 +1,158 @@
+"""Pillow drawings of what a V-IRL agent sees: four views (front, right, back, left) side by side.
+
+A style is a landmark set plus a palette. Every landmark has its own icon (a shape in a colour),
+so the image alone tells which landmark stands on which side. "id" is used for training and the
+ID / OOD-rule evaluations; "ood" (other landmarks, other shapes, dusk palette) and "ood_palette"
+(the ID landmarks and shapes, dusk palette) are the two visual-OOD options.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Palette:
+    sky: RGB
+    ground: RGB
+    road: RGB
+    building: RGB
+    edge: RGB  # panel separators and icon outlines
+    icons: tuple[RGB, RGB, RGB]  # one colour per group of four landmarks
+
+
+@dataclass(frozen=True)
+class Style:
+    landmarks: tuple[str, ...]  # single words, so the word-level embedded model sees one token each
+    shapes: tuple[str, str, str, str]
+    palette: Palette
+
+    def icon(self, landmark: str) -> tuple[str, RGB]:
+        """The (shape, colour) of a landmark: shapes cycle fastest, so no two landmarks share both."""
+        index = self.landmarks.index(landmark)
+        return self.shapes[index % 4], self.palette.icons[index // 4]
+
+
+DAY = Palette(
+    sky=(170, 205, 235),
+    ground=(150, 170, 120),
+    road=(90, 90, 95),
+    building=(205, 185, 150),
+    edge=(30, 30, 30),
+    icons=((220, 40, 40), (40, 80, 220), (30, 160, 60)),
+)
+DUSK = Palette(
+    sky=(70, 50, 110),
+    ground=(110, 80, 60),
+    road=(45, 40, 50),
+    building=(120, 125, 150),
+    edge=(240, 240, 240),
+    icons=((245, 150, 20), (170, 60, 200), (20, 190, 190)),
+)
+
+ID_LANDMARKS = (
+    "Bank", "Cafe", "School", "Hotel",
+    "Library", "Bakery", "Museum", "Cinema",
+    "Hospital", "Market", "Pharmacy", "Gym",
+)  # fmt: skip
+OOD_LANDMARKS = (
+    "Temple", "Tower", "Stadium", "Gallery",
+    "Harbor", "Theater", "Station", "Castle",
+    "Fountain", "Arcade", "Chapel", "Garage",
+)  # fmt: skip
+
+STYLES = {
+    "id": Style(ID_LANDMARKS, ("circle", "square", "triangle", "diamond"), DAY),
+    "ood": Style(OOD_LANDMARKS, ("star", "cross", "hexagon", "ring"), DUSK),
+    "ood_palette": Style(ID_LANDMARKS, ("circle", "square", "triangle", "diamond"), DUSK),
+}
+
+
+def render_views(
+    views: Sequence[str | None],
+    roads: Sequence[bool],
+    style: str,
+    width: int = 256,
+    height: int = 64,
+) -> Image.Image:
+    """Four panels (front, right, back, left): sky, ground, a road where a street leads that way,
+    a building where none does, and the landmark's icon if one stands on that side."""
+    if len(views) != 4 or len(roads) != 4:
+        raise ValueError("views and roads need one entry per side: front, right, back, left")
+    look = STYLES[style]
+    palette = look.palette
+    image = Image.new("RGB", (width, height), palette.sky)
+    draw = ImageDraw.Draw(image)
+    horizon = round(height * 0.45)
+    for side in range(4):
+        left, right = side * width // 4, (side + 1) * width // 4
+        middle = (left + right) / 2
+        panel = right - left
+        draw.rectangle((left, horizon, right - 1, height - 1), fill=palette.ground)
+        if roads[side]:
+            draw.polygon(
+                [
+                    (middle - panel * 0.35, height - 1),
+                    (middle + panel * 0.35, height - 1),
+                    (middle + panel * 0.06, horizon),
+                    (middle - panel * 0.06, horizon),
+                ],
+                fill=palette.road,
+            )
+        else:
+            draw.rectangle(
+                (left + panel * 0.1, height * 0.2, right - 1 - panel * 0.1, height * 0.8),
+                fill=palette.building,
+            )
+        if views[side] is not None:
+            shape, colour = look.icon(views[side])
+            size = min(panel, height) * 0.42
+            _draw_icon(draw, shape, colour, palette.edge, middle, horizon, size)
+        if side:
+            draw.line((left, 0, left, height - 1), fill=palette.edge)
+    return image
+
+
+def _draw_icon(
+    draw: ImageDraw.ImageDraw, shape: str, fill: RGB, edge: RGB, cx: float, cy: float, size: float
+):
+    """One landmark icon of diameter `size` centred at (cx, cy)."""
+    r = size / 2
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        draw.ellipse(box, fill=fill, outline=edge)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill, outline=edge)
+    elif shape == "ring":
+        draw.ellipse(box, outline=fill, width=max(2, round(size / 5)))
+    elif shape == "cross":
+        t = r / 3
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+    else:
+        draw.polygon(_polygon(shape, cx, cy, r), fill=fill, outline=edge)
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    if shape == "triangle":
+        corners, radii, turn = 3, (r,), -90
+    elif shape == "diamond":
+        corners, radii, turn = 4, (r,), -90
+    elif shape == "hexagon":
+        corners, radii, turn = 6, (r,), 0
+    elif shape == "star":
+        corners, radii, turn = 10, (r, r * 0.45), -90
+    else:
+        raise ValueError(f"unknown icon shape {shape!r}")
+    points = []
+    for k in range(corners):
+        angle = math.radians(turn + 360 * k / corners)
+        radius = radii[k % len(radii)]
+        points.append((round(cx + radius * math.cos(angle), 2), round(cy + radius * math.sin(angle), 2)))
+    return points

@@ -1,0 +1,158 @@
+"""The rollout engine: k verified samples per prompt, with optional verification iterations.
+
+Two backends behind one `generate(conversations, n, ...)` call: transformers (`hf`, batched with the
+KV cache, CPU or GPU) and vLLM (`vllm`, GPU). `auto` picks vLLM when it is importable and CUDA is up.
+With `viter > 1`, a failed answer gets the environment's one-line reason as a new user turn
+("You failed this trial because ...") and the model answers again, up to `viter` attempts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from stages.envs import FEEDBACK_PREFIX, Env
+from stages.params import ParamError
+
+ENGINES = ("auto", "hf", "vllm")
+Conversation = list[dict]
+
+
+@dataclass
+class Rollout:
+    """One sampled episode for one prompt: every attempt, and the verdict of the last one."""
+
+    attempts: list[str] = field(default_factory=list)
+    success: bool = False
+    reward: float = 0.0
+    generated_tokens: int = 0
+
+
+class HFEngine:
+    """Batched sampling with transformers' generate (KV cache on), left-padded prompts."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, seed: int = 0):
+        self.model, self.tokenizer, self.batch_size, self.seed = model.eval(), tokenizer, batch_size, seed
+        self.tokenizer.padding_side = "left"
+
+    @torch.inference_mode()
+    def generate(
+        self, conversations: list[Conversation], n: int, temperature: float, top_p: float, max_new_tokens: int
+    ) -> list[list[tuple[str, int]]]:
+        torch.manual_seed(self.seed)  # same prompts, same samples: DVC outputs stay byte-identical
+        eos = self.tokenizer.eos_token_id
+        results = []
+        batches = range(0, len(conversations), self.batch_size)
+        for start in tqdm(batches, desc="rollout", unit="batch", disable=len(batches) < 2):
+            texts = [
+                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                for c in conversations[start : start + self.batch_size]
+            ]
+            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = inputs.to(self.model.device)
+            # Greedy decoding gives one answer per prompt, repeated n times.
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n)
+            output = self.model.generate(
+                **inputs,
+                **(sampling if temperature > 0 else dict(do_sample=False)),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=eos,
+            )
+            copies = 1 if temperature > 0 else n
+            for row in output[:, inputs["input_ids"].shape[1] :].tolist():
+                length = row.index(eos) if eos in row else len(row)
+                text = self.tokenizer.decode(row[:length], skip_special_tokens=True).strip()
+                results.extend([(text, min(length + 1, len(row)))] * copies)  # the eos token counts too
+        return [results[i * n : (i + 1) * n] for i in range(len(conversations))]
+
+
+class VLLMEngine:
+    """vLLM's offline engine on a local checkpoint (GPU); the same interface as HFEngine."""
+
+    def __init__(self, model_dir: str | Path, seed: int = 0, max_model_len: int | None = None):
+        from vllm import LLM
+
+        self.seed = seed
+        self.llm = LLM(model=str(model_dir), seed=seed, trust_remote_code=False, max_model_len=max_model_len)
+
+    def generate(
+        self, conversations: list[Conversation], n: int, temperature: float, top_p: float, max_new_tokens: int
+    ) -> list[list[tuple[str, int]]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=self.seed
+        )
+        outputs = self.llm.chat(conversations, params, use_tqdm=True)
+        return [[(o.text.strip(), len(o.token_ids)) for o in out.outputs] for out in outputs]
+
+
+def resolve_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise ParamError(f"rollout.engine={name!r} is not allowed; use one of: {', '.join(ENGINES)}")
+    vllm_ready = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    if name == "vllm" and not vllm_ready:
+        raise ParamError("rollout.engine='vllm' needs vllm installed and a CUDA GPU; use 'hf' or 'auto'")
+    return "vllm" if name == "vllm" or name == "auto" and vllm_ready else "hf"
+
+
+def make_engine(name: str, model_dir: str | Path, batch_size: int, seed: int):
+    """An engine for the model saved at `model_dir` (`name` already resolved)."""
+    if name == "vllm":
+        return VLLMEngine(model_dir, seed=seed)
+    from stages.modeling import load_model
+
+    tokenizer, model = load_model(model_dir, param="model directory")
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return HFEngine(model, tokenizer, batch_size=batch_size, seed=seed)
+
+
+def rollout(
+    engine,
+    env: Env,
+    records: list[dict],
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    viter: int = 1,
+) -> list[list[Rollout]]:
+    """k episodes per record; each episode makes up to `viter` attempts, stopping at the first success."""
+    episodes = [[Rollout() for _ in range(k)] for _ in records]
+    conversations = {
+        (i, j): [{"role": "user", "content": r["prompt"]}] for i, r in enumerate(records) for j in range(k)
+    }
+    open_keys = list(conversations)
+    for attempt in range(viter):
+        if attempt == 0:  # one call with n=k shares the prompt's KV cache between samples
+            prompts = [conversations[(i, 0)] for i in range(len(records))]
+            outputs = engine.generate(prompts, k, temperature, top_p, max_new_tokens)
+            answers = {(i, j): outputs[i][j] for i in range(len(records)) for j in range(k)}
+        else:
+            outputs = engine.generate(
+                [conversations[key] for key in open_keys], 1, temperature, top_p, max_new_tokens
+            )
+            answers = {key: out[0] for key, out in zip(open_keys, outputs, strict=True)}
+        still_open = []
+        for key in open_keys:
+            (text, tokens), episode = answers[key], episodes[key[0]][key[1]]
+            verdict = env.verify(records[key[0]], text)
+            episode.attempts.append(text)
+            episode.generated_tokens += tokens
+            episode.success, episode.reward = verdict.success, verdict.reward
+            if not verdict.success:
+                conversations[key] = conversations[key] + [
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": FEEDBACK_PREFIX + verdict.feedback},
+                ]
+                still_open.append(key)
+        open_keys = still_open
+        if not open_keys:
+            break
+    return episodes

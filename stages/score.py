@@ -1,0 +1,75 @@
+"""Stage `score`: how often the starting model solves each training prompt (DC-SFT's difficulty).
+
+    dvc repro score          # or: python -m stages.score
+
+Samples `score.k` answers per training prompt from models/base, verifies each with the environment,
+and writes the pass counts (data/scores.csv), metrics/score.json and the pass-count histogram.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from stages.envs import ENV_NAMES, get_env
+from stages.params import choice, integer, load_params, number
+from stages.rollout import ENGINES, make_engine, resolve_engine, rollout
+from stages.storage import read_split
+
+MODEL = Path("models/base")
+TRAIN = Path("data/generated/train.parquet")
+SCORES = Path("data/scores.csv")
+METRICS = Path("metrics/score.json")
+HISTOGRAM = Path("metrics/score_hist.csv")
+
+
+def main() -> None:
+    params = load_params()
+    env = get_env(choice(params, "env", ENV_NAMES))
+    seed = integer(params, "seed", minimum=0)
+    k = integer(params, "score.k", minimum=1)
+    temperature = number(params, "score.temperature", minimum=0.0)
+    top_p = number(params, "score.top_p", minimum=0.0, maximum=1.0)
+    viter = integer(params, "score.viter", minimum=1)
+    engine_name = resolve_engine(choice(params, "rollout.engine", ENGINES))
+    batch_size = integer(params, "rollout.batch_size", minimum=1)
+    max_new_tokens = integer(params, "rollout.max_new_tokens", minimum=1)
+
+    records = read_split(TRAIN).to_list()
+    engine = make_engine(engine_name, MODEL, batch_size, seed)
+    start = time.perf_counter()
+    episodes = rollout(engine, env, records, k, temperature, top_p, max_new_tokens, viter)
+    wall_s = time.perf_counter() - start
+
+    passes = [sum(e.success for e in group) for group in episodes]
+    tokens = sum(e.generated_tokens for group in episodes for e in group)
+    histogram = [passes.count(c) for c in range(k + 1)]
+    SCORES.parent.mkdir(parents=True, exist_ok=True)
+    with SCORES.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["id", "passes", "k"])
+        writer.writerows([r["id"], p, k] for r, p in zip(records, passes, strict=True))
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "prompts": len(records),
+        "k": k,
+        "mean_pass_rate": round(sum(passes) / (k * len(records)), 4) if records else 0.0,
+        "pass_histogram": dict(enumerate(histogram)),
+        "wall_s": round(wall_s, 1),
+        "generated_tokens": tokens,
+        "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else 0.0,
+        "engine": engine_name,
+    }
+    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    with HISTOGRAM.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([["passes", "prompts"], *enumerate(histogram)])
+    print(
+        f"score: {len(records)} prompts x {k} samples in {wall_s:.1f}s, mean pass rate "
+        f"{metrics['mean_pass_rate']}, histogram {histogram}"
+    )
+
+
+if __name__ == "__main__":
+    main()

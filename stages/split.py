@@ -1,0 +1,65 @@
+"""Stage `split`: training prompts into easy / medium / hard by the base model's pass counts.
+
+    dvc repro split          # or: python -m stages.split
+
+easy: passes >= split.easy_min (default k, all correct); hard: passes <= split.hard_max (default 0,
+none correct); medium: the rest. Writes data/splits/{easy,medium,hard}.parquet and metrics/split.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from stages.params import ParamError, get, integer, load_params
+from stages.storage import atomic_dir, read_split, write_split
+
+TRAIN = Path("data/generated/train.parquet")
+SCORES = Path("data/scores.csv")
+OUTPUT = Path("data/splits")
+METRICS = Path("metrics/split.json")
+BUCKETS = ("easy", "medium", "hard")
+
+
+def bucket_of(passes: int, easy_min: int, hard_max: int) -> str:
+    return "easy" if passes >= easy_min else "hard" if passes <= hard_max else "medium"
+
+
+def main() -> None:
+    params = load_params()
+    if not SCORES.is_file():
+        raise SystemExit(f"error: {SCORES} not found; run `dvc repro score` first")
+    with SCORES.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"error: {SCORES} holds no prompts; raise generate sizes.train above 0")
+    scores = {row["id"]: int(row["passes"]) for row in rows}
+    k = int(rows[0]["k"])
+    easy_min = get(params, "split.easy_min")
+    easy_min = k if easy_min is None else integer(params, "split.easy_min", minimum=1, maximum=k)
+    hard_max = integer(params, "split.hard_max", minimum=0)
+    if hard_max >= easy_min:
+        raise ParamError(f"split.hard_max={hard_max} must be below split.easy_min={easy_min} (k={k})")
+
+    train = read_split(TRAIN).to_list()
+    if {r["id"] for r in train} != scores.keys():
+        raise SystemExit(f"error: {SCORES} does not match {TRAIN}; run `dvc repro score`")
+    buckets = {name: [] for name in BUCKETS}
+    for record in train:
+        buckets[bucket_of(scores[record["id"]], easy_min, hard_max)].append(record)
+
+    with atomic_dir(OUTPUT) as out:
+        for name, records in buckets.items():
+            write_split(records, out / f"{name}.parquet")
+    total = max(len(train), 1)
+    metrics = {f"{name}_frac": round(len(buckets[name]) / total, 4) for name in BUCKETS}
+    metrics |= {f"{name}_count": len(buckets[name]) for name in BUCKETS}
+    metrics |= {"k": k, "easy_min": easy_min, "hard_max": hard_max}
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    print("split: " + ", ".join(f"{name} {len(buckets[name])}" for name in BUCKETS))
+
+
+if __name__ == "__main__":
+    main()

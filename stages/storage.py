@@ -1,0 +1,50 @@
+"""Datasets on disk (parquet, byte-deterministic) and outputs written all-or-nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+
+# Every split of every env has these columns; env-specific fields live in `task`, a JSON string,
+# so one schema serves all envs. VL splits add an `image` column.
+TEXT_FEATURES = {
+    "id": datasets.Value("string"),
+    "prompt": datasets.Value("string"),
+    "answer": datasets.Value("string"),
+    "task": datasets.Value("string"),
+}
+
+
+def write_split(records: list[dict], path: Path) -> None:
+    features = dict(TEXT_FEATURES)
+    if records and "image" in records[0]:
+        features["image"] = datasets.Image()
+    columns = {key: [record[key] for record in records] for key in features}
+    datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+
+
+def read_split(path: Path) -> datasets.Dataset:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; run `dvc repro generate` first")
+    return datasets.Dataset.from_parquet(str(path))
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a scratch directory that replaces `final` only if the block finishes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield scratch
+        if final.exists():
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
+        os.replace(scratch, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

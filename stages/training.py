@@ -1,0 +1,154 @@
+"""Shared pieces of the training stages: datasets in TRL's conversational format and config defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+import torch
+
+from stages.params import ParamError, get, integer, number
+from stages.storage import read_split
+
+# Keep logs readable; set before datasets builds its first progress bar.
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+datasets.disable_progress_bars()
+
+
+def conversational(split: datasets.Dataset) -> datasets.Dataset:
+    """prompt/completion message lists from generated records, as TRL's trainers take them."""
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in split["prompt"]],
+            "completion": [[{"role": "assistant", "content": a}] for a in split["answer"]],
+        }
+    )
+
+
+def trainer_defaults(output_dir: str, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+    """Arguments shared by SFTConfig and GRPOConfig, tuned for small models as well as large ones.
+
+    TRL's defaults suit multi-billion-parameter models on GPUs: activation checkpointing on, bf16 on
+    and a 1e-6 learning rate (GRPO). Here bf16 follows the hardware and checkpointing is off.
+    """
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return dict(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=False,
+        logging_steps=max(1, min(10, steps // 20)),
+        report_to=[],
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+
+
+def flag(cfg, key: str) -> bool:
+    value = get(cfg, key)
+    if not isinstance(value, bool):
+        raise ParamError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def per_process(total: int, key: str) -> int:
+    """A global batch size split over the processes of `accelerate launch` (WORLD_SIZE; 1 without it)."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if total % processes:
+        raise ParamError(f"{key}={total} must be divisible by the number of processes ({processes})")
+    return total // processes
+
+
+# DC-SFT's difficulty subsets: the buckets of data/splits that each value of `subset` trains on.
+SUBSETS = {
+    "all": ("easy", "medium", "hard"),
+    "easy": ("easy",),
+    "medium": ("medium",),
+    "hard": ("hard",),
+    "easy_medium": ("easy", "medium"),
+}
+TRAIN = Path("data/generated/train.parquet")
+SPLITS = Path("data/splits")
+
+
+def select_prompts(subset: str, balance: bool, subset_key: str, balance_key: str):
+    """The training records of a difficulty subset, and how many came from each bucket.
+
+    `all` without balancing is every training prompt (train.parquet). Otherwise the chosen buckets of
+    data/splits are concatenated; `balance` first cuts every bucket to the size of the smallest one (DC-SFT's
+    size-balanced difficulty study), keeping the first n in data order so the selection is deterministic.
+    """
+    if subset == "all" and not balance:
+        data = read_split(TRAIN)
+        if len(data) == 0:
+            raise ParamError(f"{subset_key}='all' selects no prompts: {TRAIN} is empty")
+        return data, {"all": len(data)}
+    import pyarrow.parquet as pq
+
+    for name in SUBSETS["all"]:
+        if not (SPLITS / f"{name}.parquet").is_file():
+            raise SystemExit(f"error: {SPLITS / name}.parquet not found; run `dvc repro split` first")
+    sizes = {name: pq.read_metadata(SPLITS / f"{name}.parquet").num_rows for name in SUBSETS["all"]}
+    if balance:
+        smallest = min(sizes, key=sizes.get)
+        if sizes[smallest] == 0:
+            raise ParamError(
+                f"{balance_key}=true cuts every bucket to the smallest, and the {smallest} "
+                f"bucket is empty (see metrics/split.json); set {balance_key}=false"
+            )
+        sizes = dict.fromkeys(sizes, sizes[smallest])
+    for name in SUBSETS[subset]:
+        if sizes[name] == 0:
+            raise ParamError(
+                f"{subset_key}={subset!r} needs the {name} bucket, which is empty (see "
+                "metrics/split.json); choose another subset or move the split.* thresholds"
+            )
+    chosen = [read_split(SPLITS / f"{name}.parquet").select(range(sizes[name])) for name in SUBSETS[subset]]
+    return datasets.concatenate_datasets(chosen), {name: sizes[name] for name in SUBSETS[subset]}
+
+
+def lora_config(cfg, prefix: str):
+    """A peft LoraConfig from `<prefix>.lora.*`, or None for full fine-tuning (validated either way)."""
+    enabled = flag(cfg, f"{prefix}.lora.enabled")
+    rank = integer(cfg, f"{prefix}.lora.rank", minimum=1)
+    alpha = number(cfg, f"{prefix}.lora.alpha", minimum=0.0)
+    key = f"{prefix}.lora.target_modules"
+    targets = get(cfg, key)
+    valid_list = isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)
+    if targets != "all-linear" and not valid_list:
+        raise ParamError(f"{key}={targets!r} must be 'all-linear' or a list of module names")
+    if not enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
+                      task_type="CAUSAL_LM")
+
+
+def check_lora_targets(config, model: torch.nn.Module, key: str) -> None:
+    """ParamError naming `key` if a listed LoRA target matches no module of the model."""
+    if config is None or config.target_modules == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules()]
+    for target in sorted(config.target_modules):
+        if not any(name == target or name.endswith("." + target) for name in names):
+            raise ParamError(f"{key}: the model has no module named {target!r} (e.g. q_proj, v_proj)")
+
+
+def save_trained(trainer, tokenizer, out: Path) -> None:
+    """The trained model as a plain checkpoint like models/base: a LoRA adapter is merged into the weights."""
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
