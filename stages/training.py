@@ -129,8 +129,9 @@ def lora_config(cfg, prefix: str):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM"
+    )
 
 
 def check_lora_targets(config, model: torch.nn.Module, key: str) -> None:

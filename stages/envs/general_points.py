@@ -32,7 +32,7 @@ from stages.params import ParamError, check_int
 
 # The embedded default, copied to params.yaml under generate.gp (see DESIGN.md section 6).
 DEFAULTS: dict = {
-    "num_cards": [2, 3, 3, 3, 4],  # each hand's size drawn uniformly from this list: 20% 2, 60% 3, 20% 4
+    "num_cards": [2, 2, 3, 3, 4],  # each hand's size drawn uniformly from this list: 40% 2, 40% 3, 20% 4
     "target": "chain",  # an integer (e.g. 24) or "chain": the value of a random chain of steps
     "max_target": 99,  # chain mode: every intermediate result and the target lie in [1, max_target]
     "ops": "+-*",  # chain mode: operators the chain may use

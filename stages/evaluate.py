@@ -1,0 +1,122 @@
+"""Stage `evaluate`: how well one model solves the ID and OOD eval sets.
+
+    dvc repro evaluate@sft          # or: python -m stages.evaluate sft   (base | sft | grpo)
+
+Reads models/<model> and data/generated/eval_{id,ood_rule,ood_visual}.parquet (ood_visual for VL
+envs only). Per eval set: greedy success (temperature 0), mean success over `evaluate.samples`
+sampled answers, and pass@k with the unbiased estimator; V-IRL adds per-step accuracy and route
+success (every step of a route right). Writes metrics/eval/<model>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from stages.envs import ENV_NAMES, get_env
+from stages.params import ParamError, choice, get, integer, load_params, number
+from stages.rollout import ENGINES, make_engine, resolve_engine, rollout
+from stages.storage import read_split
+
+DATA = Path("data/generated")
+OUTPUT = Path("metrics/eval")
+SECTIONS = {"id": "eval_id", "ood_rule": "eval_ood_rule", "ood_visual": "eval_ood_visual"}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k answers drawn from n (c of them correct) is correct."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def route_success(records: list[dict], successes: list[bool]) -> float:
+    """Share of V-IRL routes whose every step is right; steps are grouped by the task's route id."""
+    routes = defaultdict(list)
+    for record, success in zip(records, successes, strict=True):
+        routes[json.loads(record["task"])["route"]].append(success)
+    return sum(all(steps) for steps in routes.values()) / len(routes)
+
+
+def score_section(records, greedy, sampled, k: int, virl: bool) -> dict[str, float]:
+    """Every number lies in [0, 1], so sections compare across models and envs."""
+    n = len(sampled[0])
+    first = [episodes[0].success for episodes in greedy]
+    passes = [sum(e.success for e in episodes) for episodes in sampled]
+    section = {
+        "greedy_success": sum(first) / len(records),
+        "mean_success": sum(passes) / (n * len(records)),
+        "pass_at_k": sum(pass_at_k(n, c, k) for c in passes) / len(records),
+    }
+    if virl:
+        section["step_accuracy"] = section["greedy_success"]
+        section["route_success"] = route_success(records, first)
+        # Sample j of every step forms one sampled walk of the route; average over the n walks.
+        walks = [route_success(records, [eps[j].success for eps in sampled]) for j in range(n)]
+        section["route_success_sampled"] = sum(walks) / n
+    return {key: round(value, 4) for key, value in section.items()}
+
+
+def load_eval_sets(env) -> dict[str, list[dict]]:
+    sections = [name for name in SECTIONS if name != "ood_visual" or env.visual]
+    sets = {}
+    for name in sections:
+        path = DATA / f"{SECTIONS[name]}.parquet"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found (env={env.name}); run `dvc repro generate` first")
+        records = read_split(path).to_list()
+        if not records:
+            key = f"{env.params_key}.sizes.{SECTIONS[name]}"
+            raise ParamError(f"{path} holds no records; raise {key} above 0 and run `dvc repro generate`")
+        sets[name] = records
+    return sets
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit(
+            "error: usage: python -m stages.evaluate MODEL (a directory under models/: base, sft, grpo)"
+        )
+    model_dir = Path("models") / argv[0]
+    if not model_dir.is_dir():
+        raise SystemExit(f"error: {model_dir} does not exist; run `dvc repro {argv[0]}` first")
+    params = load_params()
+    env = get_env(choice(params, "env", ENV_NAMES))
+    seed = integer(params, "seed", minimum=0)
+    k = integer(params, "evaluate.k", minimum=1)
+    samples = get(params, "evaluate.samples")
+    samples = k if samples is None else integer(params, "evaluate.samples", minimum=k)
+    temperature = number(params, "evaluate.temperature", minimum=0.0)
+    top_p = number(params, "evaluate.top_p", minimum=0.0, maximum=1.0)
+    viter = integer(params, "evaluate.viter", minimum=1)
+    engine_name = resolve_engine(choice(params, "rollout.engine", ENGINES))
+    batch_size = integer(params, "rollout.batch_size", minimum=1)
+    max_new_tokens = integer(params, "rollout.max_new_tokens", minimum=1)
+    eval_sets = load_eval_sets(env)
+
+    engine = make_engine(engine_name, model_dir, batch_size, seed)
+    start = time.perf_counter()
+    metrics = {
+        "model": argv[0],
+        "env": env.name,
+        "k": k,
+        "samples": samples,
+        "temperature": temperature,
+        "viter": viter,
+    }
+    for name, records in eval_sets.items():
+        greedy = rollout(engine, env, records, 1, 0.0, 1.0, max_new_tokens, viter)
+        sampled = rollout(engine, env, records, samples, temperature, top_p, max_new_tokens, viter)
+        metrics[name] = score_section(records, greedy, sampled, k, env.name.startswith("virl"))
+        print(f"evaluate {argv[0]} on {name} ({len(records)} prompts): {metrics[name]}")
+    metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
+    metrics["wall_s"] = round(time.perf_counter() - start, 1)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / f"{argv[0]}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"evaluate {argv[0]}: wrote {OUTPUT / argv[0]}.json in {metrics['wall_s']}s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,165 @@
+"""Stage `grpo`: reinforcement learning of models/base against the environment's verifier (GRPO).
+
+    dvc repro grpo                                  # or: python -m stages.grpo
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m stages.grpo     # multi-GPU, same params
+
+TRL's GRPOTrainer on the ID training prompts (`grpo.subset`: all, or DC-SFT's difficulty buckets), with the
+verifier's reward (stages/rewards.py), `grpo.num_generations` answers per prompt at `grpo.temperature`, KL
+coefficient `grpo.beta`, full fine-tuning or LoRA merged into the weights. Generation uses vLLM (colocated
+with training) when `rollout.engine` resolves to vllm, transformers otherwise.
+
+- `grpo.viter` > 1, verification iterations: a failed answer gets the verifier's reason as a user turn
+  ("You failed this trial because ...") and the model answers again, through TRL's `rollout_func` hook. The
+  trainer learns from every attempt; the feedback tokens are masked out of the loss (`env_mask`).
+- `grpo.filter_groups`, DAPO's dynamic sampling: groups whose rewards are all equal carry no advantage; they
+  are masked out of the loss, its KL term and its token normaliser. DAPO also resamples to refill the batch;
+  here the batch simply holds fewer groups (TRL logs their share as frac_reward_zero_std).
+
+Writes models/grpo, metrics/grpo.json and per-step curves in metrics/grpo_live. The model is written
+all-or-nothing: a run killed midway leaves no models/grpo behind (or the previous one untouched), and
+running the stage again starts training from scratch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from stages.envs import ENV_NAMES, get_env
+from stages.modeling import count_parameters, load_model
+from stages.params import ParamError, choice, integer, load_params, number
+from stages.rewards import env_reward, feedback_rollout
+from stages.rollout import ENGINES, resolve_engine
+from stages.storage import atomic_dir
+from stages.train_logging import head_tail_means, log_to_dvclive, run_metrics, series, write_metrics
+from stages.training import (
+    SUBSETS,
+    check_lora_targets,
+    conversational,
+    flag,
+    lora_config,
+    per_process,
+    save_trained,
+    select_prompts,
+    trainer_defaults,
+)
+
+BASE = Path("models/base")
+OUTPUT = Path("models/grpo")
+METRICS = Path("metrics/grpo.json")
+LIVE = Path("metrics/grpo_live")
+
+
+class GroupFilterGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that masks groups with all-equal rewards out of the loss (grpo.filter_groups)."""
+
+    def _calculate_rewards(self, *args, **kwargs):
+        self._rewards = super()._calculate_rewards(*args, **kwargs)  # every process's completions, in order
+        return self._rewards
+
+    def _generate_and_score_completions(self, inputs):
+        batch = super()._generate_and_score_completions(inputs)
+        rewards = (self._rewards * self.reward_weights.to(self._rewards.device)).nansum(dim=1)
+        groups = rewards.view(-1, self.num_generations)
+        informative = (groups.amax(dim=1) > groups.amin(dim=1)).repeat_interleave(self.num_generations)
+        n = len(batch["advantages"])  # this process's rows of the gathered batch
+        keep = informative[self.accelerator.process_index * n :][:n].unsqueeze(1).int()
+        # tool_mask is TRL's loss-only mask (completion_mask also drives attention); the dapo loss divides
+        # by num_items_in_batch, so it is recounted over the tokens that remain.
+        batch["tool_mask"] = batch.get("tool_mask", torch.ones_like(batch["completion_mask"])) * keep
+        kept = (batch["completion_mask"] * batch["tool_mask"]).sum()
+        batch["num_items_in_batch"] = self.accelerator.gather(kept).sum()
+        return batch
+
+
+def main() -> None:
+    start = time.perf_counter()
+    params = load_params()
+    env = get_env(choice(params, "env", ENV_NAMES))
+    seed = integer(params, "seed", minimum=0)
+    subset = choice(params, "grpo.subset", SUBSETS)
+    steps = integer(params, "grpo.steps", minimum=1)
+    prompts_per_step = integer(params, "grpo.prompts_per_step", minimum=1)
+    group = integer(params, "grpo.num_generations", minimum=2)
+    batch_size = per_process(prompts_per_step * group, "grpo.prompts_per_step x grpo.num_generations")
+    viter = integer(params, "grpo.viter", minimum=1)
+    if viter > 1 and env.visual:
+        raise ParamError(f"grpo.viter={viter} is not supported for {env.name} yet (text envs only); use 1")
+    filter_groups = flag(params, "grpo.filter_groups")
+    lr = number(params, "grpo.lr", minimum=0.0)
+    grpo_args = dict(
+        num_generations=group,
+        temperature=number(params, "grpo.temperature", minimum=0.0),
+        top_p=1.0,
+        beta=number(params, "grpo.beta", minimum=0.0),
+        max_completion_length=integer(params, "rollout.max_new_tokens", minimum=1),
+        disable_dropout=True,  # identical log-probs for the policy and the reference
+        use_vllm=resolve_engine(choice(params, "rollout.engine", ENGINES)) == "vllm",
+        vllm_mode="colocate",  # one vLLM engine inside each training process, on its GPU
+    )
+    peft_config = lora_config(params, "grpo")
+    data, sizes = select_prompts(subset, False, "grpo.subset", "")
+    tokenizer, model = load_model(BASE, param="models/base")
+    check_lora_targets(peft_config, model, "grpo.lora.target_modules")
+    parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
+    # Prompts without answers; `task` (and `image`) columns reach the reward function as keyword arguments.
+    extra = data.select_columns([c for c in ("task", "image") if c in data.column_names])
+    train = datasets.concatenate_datasets([conversational(data).remove_columns("completion"), extra], axis=1)
+    print(
+        f"grpo: {env.name}, subset={subset}: {len(data)} prompts, {steps} steps of {prompts_per_step} x "
+        f"{group}, viter={viter}, filter_groups={filter_groups}, vllm={grpo_args['use_vllm']}"
+    )
+
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved there: save_strategy="no"
+        defaults = trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        # Log every step: the reward curve and the gradient-norm statistics cover all steps.
+        args = GRPOConfig(**defaults | {"logging_steps": 1}, **grpo_args)
+        trainer_class = GroupFilterGRPOTrainer if filter_groups else GRPOTrainer
+        tasks = dict(zip(data["prompt"], data["task"], strict=True))
+        trainer = trainer_class(
+            model=model,
+            reward_funcs=env_reward(env),
+            args=args,
+            train_dataset=train,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
+        )
+        log_to_dvclive(trainer, LIVE)
+        train_s = trainer.train().metrics["train_runtime"]
+
+    if trainer.is_world_process_zero():
+        with atomic_dir(OUTPUT) as out:
+            save_trained(trainer, tokenizer, out)
+        lengths = series(trainer, "completions/mean_length")  # model tokens per completion, each step
+        metrics = run_metrics(
+            trainer,
+            wall_s=time.perf_counter() - start,
+            train_s=train_s,
+            parameters=parameters,
+            train_tokens=series(trainer, "num_tokens")[-1],
+            generated_tokens=round(sum(lengths) * prompts_per_step * group),
+        )
+        reward, success = series(trainer, "reward"), series(trainer, "success")
+        no_signal = series(trainer, "frac_reward_zero_std")
+        metrics |= {
+            "subset": subset,
+            "train_prompts": len(data),
+            **{f"train_prompts_{name}": n for name, n in sizes.items() if name != "all"},
+            "lora_rank": peft_config.r if peft_config else 0,
+            **dict(zip(("reward_first10", "reward_last10"), head_tail_means(reward), strict=True)),
+            **dict(zip(("success_first10", "success_last10"), head_tail_means(success), strict=True)),
+            "reward_std_mean": round(sum(series(trainer, "reward_std")) / len(reward), 4),
+            "zero_std_groups_frac": round(sum(no_signal) / len(no_signal), 4),  # GRPO's implicit filter
+        }
+        write_metrics(METRICS, metrics)
+        print(f"grpo: saved {OUTPUT}; {metrics}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Stage `report`: one table of every model's ID and OOD success, with its training cost.
+
+    dvc repro report          # or: python -m stages.report
+
+Reads metrics/eval/<model>.json (evaluate) and metrics/{sft,grpo}.json (training). Writes
+metrics/summary.json, metrics/summary.md (models x eval sets, deltas against base, FLOPs, wall
+time, gradient norms) and metrics/report/<model>.csv, the data behind the ID-vs-OOD and
+OOD-vs-FLOPs plots declared in dvc.yaml. A model whose stage has not run shows "-".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from stages.params import ParamError, get, load_params
+
+MODELS = ("base", "sft", "grpo")
+EVALS = {"id": "ID", "ood_rule": "OOD rule", "ood_visual": "OOD visual"}
+EVAL_DIR = Path("metrics/eval")
+SUMMARY_JSON = Path("metrics/summary.json")
+SUMMARY_MD = Path("metrics/summary.md")
+PLOT_DIR = Path("metrics/report")
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], metric: str) -> dict:
+    """{model: {eval: value, delta_<eval>: value - base, flops, wall_s, ...}} for the models that ran."""
+    base = evals.get("base") or {}
+    rows = {}
+    for model, result in evals.items():
+        if result is None:
+            continue
+        row = {}
+        for name in EVALS:
+            if name not in result:
+                continue
+            if metric not in result[name]:
+                raise ParamError(
+                    f"report.metric={metric!r} is not in {EVAL_DIR / model}.json; use one "
+                    f"of: {', '.join(result[name])}"
+                )
+            row[name] = result[name][metric]
+            if name in base:
+                row[f"delta_{name}"] = round(result[name][metric] - base[name][metric], 4)
+        cost = training.get(model)
+        # The base model is the starting point: no post-training compute.
+        row["flops"] = 0 if model == "base" else cost and cost.get("flops")
+        for key in ("wall_s", "train_prompts", "grad_norm_mean", "grad_norm_max"):
+            row[key] = cost.get(key) if cost else None
+        rows[model] = row
+    return rows
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: dict, evals: list[str], header: str, details: dict[str, dict]) -> str:
+    columns = ["model"] + [c for name in evals for c in (EVALS[name], f"Δ {EVALS[name]}")]
+    columns += ["train prompts", "post-training FLOPs", "wall time (s)", "grad norm mean / max"]
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for model in MODELS:
+        row = rows.get(model, {})
+        cells = [model]
+        for name in evals:
+            delta = row.get(f"delta_{name}")
+            cells += [fmt(row.get(name)), "" if model == "base" and row else fmt(delta, "+.3f")]
+        grad = f"{fmt(row.get('grad_norm_mean'), '.2f')} / {fmt(row.get('grad_norm_max'), '.2f')}"
+        cells += [
+            fmt(row.get("train_prompts"), "d"),
+            fmt(row.get("flops"), ".3g"),
+            fmt(row.get("wall_s"), ".1f"),
+            "-" if model == "base" else grad,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    # Every eval number, for readers who want greedy vs sampled, pass@k or V-IRL route success.
+    keys = sorted({key for result in details.values() for name in evals for key in result.get(name, {})})
+    lines += [
+        "",
+        "All eval metrics:",
+        "",
+        "| model | eval set | " + " | ".join(keys) + " |",
+        "|" + "---|" * (len(keys) + 2),
+    ]
+    for model, result in details.items():
+        for name in evals:
+            cells = [fmt(result[name].get(key)) for key in keys] if name in result else ["-"] * len(keys)
+            lines.append(f"| {model} | {EVALS[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    params = load_params()
+    metric = get(params, "report.metric")
+    evals = {model: read_json(EVAL_DIR / f"{model}.json") for model in MODELS}
+    if evals["base"] is None:
+        raise SystemExit(f"error: {EVAL_DIR / 'base.json'} not found; run `dvc repro evaluate@base` first")
+    training = {model: read_json(Path(f"metrics/{model}.json")) for model in ("sft", "grpo")}
+    rows = summarize(evals, training, metric)
+    names = [name for name in EVALS if name in evals["base"]]
+    base = evals["base"]
+    header = (
+        f"Success (`{metric}`) on {base['env']}, SFT subset `{get(params, 'subset')}`. Sampled metrics: "
+        f"{base['samples']} answers per prompt at temperature {base['temperature']}, pass@k with "
+        f"k={base['k']}. Δ is against base; '-' means that stage has not run."
+    )
+    details = {model: result for model, result in evals.items() if result is not None}
+
+    SUMMARY_JSON.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
+    SUMMARY_JSON.write_text(json.dumps(summary, indent=2) + "\n")
+    SUMMARY_MD.write_text(markdown(rows, names, header, details))
+    # One file per model, so DVC's plots name each model in the legend.
+    PLOT_DIR.mkdir(parents=True, exist_ok=True)
+    fields = ["model", *names, "flops"]
+    for model in MODELS:
+        with (PLOT_DIR / f"{model}.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fields, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            if model in rows and rows[model]["flops"] is not None:
+                writer.writerow({"model": model, **rows[model]})
+    print(SUMMARY_MD.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Stage `sft`: supervised fine-tuning of models/base on the oracle answers of a difficulty subset.
+
+    dvc repro sft                                   # or: python -m stages.sft
+    dvc exp run -S subset=easy_medium               # SFT-EM (DC-SFT); medium is SFT-M, all is plain SFT
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m stages.sft      # multi-GPU, same params
+
+TRL's SFTTrainer on the ID training prompts selected by `subset` (all, easy, medium, hard, easy_medium; the
+buckets come from the `split` stage), with the environment's oracle answers as targets and the loss on the
+completion only. `sft.balance` cuts every bucket to the size of the smallest first. Full fine-tuning, or LoRA
+(`sft.lora.*`) merged into the weights, so models/sft is a plain checkpoint like models/base.
+
+Writes models/sft, metrics/sft.json (wall time, tokens, FLOPs, gradient norms) and per-step curves in
+metrics/sft_live. The model is written all-or-nothing: a run killed midway leaves no models/sft behind (or the
+previous one untouched), and running the stage again starts training from scratch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from stages.modeling import count_parameters, load_model
+from stages.params import choice, integer, load_params, number
+from stages.storage import atomic_dir
+from stages.train_logging import log_to_dvclive, run_metrics, series, write_metrics
+from stages.training import (
+    SUBSETS,
+    check_lora_targets,
+    conversational,
+    flag,
+    lora_config,
+    per_process,
+    save_trained,
+    select_prompts,
+    trainer_defaults,
+)
+
+BASE = Path("models/base")
+OUTPUT = Path("models/sft")
+METRICS = Path("metrics/sft.json")
+LIVE = Path("metrics/sft_live")
+
+
+def main() -> None:
+    start = time.perf_counter()
+    params = load_params()
+    subset = choice(params, "subset", SUBSETS)
+    balance = flag(params, "sft.balance")
+    seed = integer(params, "seed", minimum=0)
+    steps = integer(params, "sft.steps", minimum=1)
+    batch_size = per_process(integer(params, "sft.batch_size", minimum=1), "sft.batch_size")
+    lr = number(params, "sft.lr", minimum=0.0)
+    max_length = integer(params, "model.max_length", minimum=16)
+    peft_config = lora_config(params, "sft")
+    data, sizes = select_prompts(subset, balance, "subset", "sft.balance")
+    tokenizer, model = load_model(BASE, param="models/base")
+    check_lora_targets(peft_config, model, "sft.lora.target_modules")
+    parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
+    print(
+        f"sft: subset={subset} balance={balance}: {len(data)} prompts {sizes}, {steps} steps, "
+        f"{'LoRA r=' + str(peft_config.r) if peft_config else 'full fine-tuning'}"
+    )
+
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved there: save_strategy="no"
+        # Log every step: the curves and the gradient-norm statistics cover all steps, not every tenth.
+        defaults = trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        args = SFTConfig(**defaults | {"logging_steps": 1}, max_length=max_length)
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=conversational(data),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        log_to_dvclive(trainer, LIVE)
+        train_s = trainer.train().metrics["train_runtime"]
+
+    if trainer.is_world_process_zero():
+        with atomic_dir(OUTPUT) as out:
+            save_trained(trainer, tokenizer, out)
+        metrics = run_metrics(
+            trainer,
+            wall_s=time.perf_counter() - start,
+            train_s=train_s,
+            parameters=parameters,
+            train_tokens=series(trainer, "num_tokens")[-1],
+        )
+        accuracy = series(trainer, "mean_token_accuracy")
+        metrics |= {
+            "subset": subset,
+            "balance": balance,
+            "train_prompts": len(data),
+            **{f"train_prompts_{name}": n for name, n in sizes.items() if name != "all"},
+            "epochs": round(steps * batch_size * trainer.args.world_size / len(data), 2),
+            "lora_rank": peft_config.r if peft_config else 0,
+            "token_accuracy_last": round(accuracy[-1], 4) if accuracy else None,
+        }
+        write_metrics(METRICS, metrics)
+        print(f"sft: saved {OUTPUT}; {metrics}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Training logs and run metrics shared by the `sft` and `grpo` stages.
+
+Per-step curves go to a dvclive directory under metrics/ (declared as plots in dvc.yaml); the run summary
+(wall time, tokens, FLOPs, gradient norms) goes to metrics/<stage>.json. Only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def log_to_dvclive(trainer, directory: Path) -> None:
+    """Per-step logs (loss, grad_norm, learning_rate, ...) to `directory`, from the main process only.
+
+    dvcyaml=None and save_dvc_exp=False: otherwise dvclive rewrites dvc.yaml and creates hidden experiments;
+    the plots are declared in dvc.yaml instead.
+    """
+    if not trainer.is_world_process_zero():
+        return
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    live = Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None)
+    trainer.add_callback(DVCLiveCallback(live=live))
+
+
+def series(trainer, key: str) -> list[float]:
+    """One value per logged step (logging_steps=1) of a metric from the trainer's log history.
+
+    TRL logs `num_tokens`: the running total of non-padding tokens trained on, over all processes.
+    """
+    return [log[key] for log in trainer.state.log_history if key in log and "train_runtime" not in log]
+
+
+def head_tail_means(values: list[float], fraction: float = 0.1) -> tuple[float | None, float | None]:
+    """Mean of the first and of the last `fraction` of a curve (at least one point each)."""
+    if not values:
+        return None, None
+    n = max(1, math.ceil(len(values) * fraction))
+    return round(sum(values[:n]) / n, 4), round(sum(values[-n:]) / n, 4)
+
+
+def run_metrics(
+    trainer, *, wall_s: float, train_s: float, parameters: int, train_tokens: int, generated_tokens: int = 0
+) -> dict:
+    """Compute and gradient statistics of a finished run.
+
+    FLOPs as in the SFTvsRL paper: 6·N per trained token plus 2·N per generated token (N = parameter count).
+    Trained tokens are the non-padding prompt and completion tokens that went through forward and backward.
+    """
+    grad_norms = [g for g in series(trainer, "grad_norm") if math.isfinite(g)]
+    losses = series(trainer, "loss")
+    return {
+        "wall_s": round(wall_s, 1),
+        "train_s": round(train_s, 1),
+        "steps": trainer.state.global_step,
+        "parameters": parameters,
+        "train_tokens": int(train_tokens),
+        "generated_tokens": int(generated_tokens),
+        "flops": 6 * parameters * int(train_tokens) + 2 * parameters * int(generated_tokens),
+        "grad_norm_mean": round(sum(grad_norms) / len(grad_norms), 4) if grad_norms else None,
+        "grad_norm_max": round(max(grad_norms), 4) if grad_norms else None,
+        "loss_first": round(losses[0], 4) if losses else None,
+        "loss_last": round(losses[-1], 4) if losses else None,
+    }
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")

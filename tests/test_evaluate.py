@@ -1,0 +1,134 @@
+"""Stage `evaluate`: success of a model on the ID and OOD eval sets, on micro params."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import copy_repo, make_repo, run, set_params
+
+from stages.evaluate import pass_at_k, route_success
+
+MICRO_EVAL = {"evaluate.k": 2, "evaluate.samples": 4}
+
+
+def evaluate(model: str, repo, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "stages.evaluate", model], repo, check=check)
+
+
+def read_eval(repo, model: str = "base") -> dict:
+    return json.loads((repo / "metrics" / "eval" / f"{model}.json").read_text())
+
+
+@pytest.mark.parametrize(("n", "k"), [(1, 1), (4, 1), (4, 2), (5, 3), (6, 6)])
+def test_pass_at_k_is_the_share_of_k_subsets_holding_a_success(n, k):
+    for c in range(n + 1):
+        outcomes = [True] * c + [False] * (n - c)
+        subsets = list(itertools.combinations(outcomes, k))
+        expected = sum(any(s) for s in subsets) / len(subsets)
+        assert math.isclose(pass_at_k(n, c, k), expected)
+
+
+def test_route_success_needs_every_step_of_a_route():
+    routes = ["a", "a", "a", "b", "b", "c"]
+    records = [{"task": json.dumps({"route": r, "step": i})} for i, r in enumerate(routes)]
+    assert route_success(records, [True, True, True, True, False, True]) == pytest.approx(2 / 3)
+    assert route_success(records, [False] * 6) == 0.0
+
+
+@pytest.fixture(scope="module")
+def evaluated(micro_split, tmp_path_factory):
+    """A copy of the micro repository after `python -m stages.evaluate base`."""
+    repo = copy_repo(micro_split, tmp_path_factory.mktemp("evaluate") / "repo")
+    set_params(repo, MICRO_EVAL)
+    evaluate("base", repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_evaluate_writes_every_section_with_numbers_in_unit_range(evaluated):
+    metrics = read_eval(evaluated)
+    assert metrics["model"] == "base" and metrics["env"] == "gp_l"
+    assert {"id", "ood_rule"} <= metrics.keys() and "ood_visual" not in metrics
+    for name in ("id", "ood_rule"):
+        section = metrics[name]
+        assert set(section) == {"greedy_success", "mean_success", "pass_at_k"}
+        assert all(0.0 <= value <= 1.0 for value in section.values()), section
+        assert section["pass_at_k"] >= section["mean_success"] - 1e-4  # pass@2 >= pass@1
+    sizes = {
+        name: len(pd.read_parquet(evaluated / "data" / "generated" / f"eval_{name}.parquet"))
+        for name in ("id", "ood_rule")
+    }
+    assert metrics["prompts"] == sizes and metrics["k"] == 2 and metrics["samples"] == 4
+
+
+@pytest.mark.slow
+def test_evaluation_is_deterministic(evaluated, tmp_path):
+    repo = copy_repo(evaluated, tmp_path / "repo")
+    evaluate("base", repo)
+    first, second = read_eval(evaluated), read_eval(repo)
+    for name in ("id", "ood_rule"):
+        assert first[name] == second[name]
+
+
+@pytest.mark.slow
+def test_missing_model_stops_with_one_line(evaluated):
+    result = evaluate("sft", evaluated, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "models/sft" in lines[0] and "dvc repro sft" in lines[0], result.stderr
+    assert not (evaluated / "metrics" / "eval" / "sft.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("delete eval_ood_rule", "eval_ood_rule.parquet"),
+        ("evaluate.k=0", "evaluate.k"),
+        ("evaluate.samples=1", "evaluate.samples"),
+        ("evaluate.temperature=-1", "evaluate.temperature"),
+    ],
+)
+def test_bad_input_stops_with_one_line(evaluated, tmp_path, change, named):
+    repo = copy_repo(evaluated, tmp_path / "repo")
+    (repo / "metrics" / "eval" / "base.json").unlink()
+    if change.startswith("delete"):
+        (repo / "data" / "generated" / "eval_ood_rule.parquet").unlink()
+    else:
+        key, value = change.split("=")
+        set_params(repo, {key: int(value)})
+    result = evaluate("base", repo, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert not (repo / "metrics" / "eval" / "base.json").exists()
+
+
+@pytest.mark.slow
+def test_virl_route_success_is_bounded_by_step_accuracy(tmp_path):
+    # Short answers (one action) and few samples keep this test quick; the base still gets steps right.
+    quick = {"evaluate.k": 1, "evaluate.samples": 2, "rollout.max_new_tokens": 16}
+    repo = make_repo(tmp_path / "repo", {"env": "virl_l", **quick})
+    run(["dvc", "repro", "base"], repo)
+    evaluate("base", repo)
+    metrics = read_eval(repo)
+    for name in ("id", "ood_rule"):
+        section = metrics[name]
+        assert section["step_accuracy"] == section["greedy_success"]
+        assert all(0.0 <= value <= 1.0 for value in section.values()), section
+        # Every step counts once: route success can exceed step accuracy only through unequal lengths.
+        tasks = pd.read_parquet(repo / "data" / "generated" / f"eval_{name}.parquet")["task"].map(json.loads)
+        lengths = tasks.map(lambda t: t["num_steps"])
+        steps = tasks.map(lambda t: t["route"]).value_counts()
+        assert all(steps[t["route"]] == t["num_steps"] for t in tasks)  # whole routes in every eval set
+        bound = section["step_accuracy"] * lengths.max() / lengths.min()
+        assert section["route_success"] <= bound + 1e-3
+        assert (
+            section["route_success_sampled"] <= section["mean_success"] * lengths.max() / lengths.min() + 1e-3
+        )
