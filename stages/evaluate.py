@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
-from stages.rollout import ENGINES, make_engine, resolve_engine, rollout
+from stages.rollout import engine_params, make_engine, rollout
 from stages.storage import read_split
 
 DATA = Path("data/generated")
@@ -91,9 +91,7 @@ def main(argv: list[str]) -> None:
     temperature = number(params, "evaluate.temperature", minimum=0.0)
     top_p = number(params, "evaluate.top_p", minimum=0.0, maximum=1.0)
     viter = integer(params, "evaluate.viter", minimum=1)
-    engine_name = resolve_engine(choice(params, "rollout.engine", ENGINES))
-    batch_size = integer(params, "rollout.batch_size", minimum=1)
-    max_new_tokens = integer(params, "rollout.max_new_tokens", minimum=1)
+    engine_name, batch_size, max_new_tokens = engine_params(params)
     eval_sets = load_eval_sets(env)
 
     engine = make_engine(engine_name, model_dir, batch_size, seed)

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stages.envs import FEEDBACK_PREFIX, Env
-from stages.params import ParamError
+from stages.params import ParamError, choice, integer
 
 ENGINES = ("auto", "hf", "vllm")
 Conversation = list[dict]
@@ -99,6 +99,13 @@ def resolve_engine(name: str) -> str:
     if name == "vllm" and not vllm_ready:
         raise ParamError("rollout.engine='vllm' needs vllm installed and a CUDA GPU; use 'hf' or 'auto'")
     return "vllm" if name == "vllm" or name == "auto" and vllm_ready else "hf"
+
+
+def engine_params(params) -> tuple[str, int, int]:
+    """The validated `rollout.*` params: engine (resolved), batch size and max new tokens."""
+    name = resolve_engine(choice(params, "rollout.engine", ENGINES))
+    batch_size = integer(params, "rollout.batch_size", minimum=1)
+    return name, batch_size, integer(params, "rollout.max_new_tokens", minimum=1)
 
 
 def make_engine(name: str, model_dir: str | Path, batch_size: int, seed: int):

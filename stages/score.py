@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
-from stages.rollout import ENGINES, make_engine, resolve_engine, rollout
+from stages.rollout import engine_params, make_engine, rollout
 from stages.storage import read_split
 
 MODEL = Path("models/base")
@@ -33,9 +33,7 @@ def main() -> None:
     temperature = number(params, "score.temperature", minimum=0.0)
     top_p = number(params, "score.top_p", minimum=0.0, maximum=1.0)
     viter = integer(params, "score.viter", minimum=1)
-    engine_name = resolve_engine(choice(params, "rollout.engine", ENGINES))
-    batch_size = integer(params, "rollout.batch_size", minimum=1)
-    max_new_tokens = integer(params, "rollout.max_new_tokens", minimum=1)
+    engine_name, batch_size, max_new_tokens = engine_params(params)
 
     records = read_split(TRAIN).to_list()
     engine = make_engine(engine_name, MODEL, batch_size, seed)

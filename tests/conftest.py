@@ -42,6 +42,14 @@ def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     return run([sys.executable, "-m", f"stages.{name}"], cwd, check=check)
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, *named: str) -> None:
+    """A failed stage: non-zero exit and a single 'error: ...' line on stderr that names each of `named`."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0, result.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert all(name in lines[0] for name in named), result.stderr
+
+
 def set_params(repo: Path, overrides: dict) -> None:
     params = OmegaConf.load(repo / "params.yaml")
     for key, value in overrides.items():

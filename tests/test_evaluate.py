@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import copy_repo, make_repo, run, set_params
+from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params
 
 from stages.evaluate import pass_at_k, route_success
 
@@ -79,9 +79,7 @@ def test_evaluation_is_deterministic(evaluated, tmp_path):
 @pytest.mark.slow
 def test_missing_model_stops_with_one_line(evaluated):
     result = evaluate("sft", evaluated, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "models/sft" in lines[0] and "dvc repro sft" in lines[0], result.stderr
+    assert_one_line_error(result, "models/sft", "dvc repro sft")
     assert not (evaluated / "metrics" / "eval" / "sft.json").exists()
 
 
@@ -104,9 +102,7 @@ def test_bad_input_stops_with_one_line(evaluated, tmp_path, change, named):
         key, value = change.split("=")
         set_params(repo, {key: int(value)})
     result = evaluate("base", repo, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert_one_line_error(result, named)
     assert not (repo / "metrics" / "eval" / "base.json").exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import make_repo, run, set_params, stage
+from conftest import assert_one_line_error, make_repo, run, set_params, stage
 
 from stages.envs import ENV_NAMES, get_env
 
@@ -50,7 +50,5 @@ def test_dvc_repro_forced_twice_gives_the_same_lock(repo):
 def test_bad_params_stop_with_one_line_and_write_nothing(tmp_path, overrides, named):
     repo = make_repo(tmp_path / "repo", overrides)
     result = stage("generate", repo, check=False)
-    assert result.returncode != 0
-    message = result.stderr.strip().splitlines()
-    assert len(message) == 1 and named in message[0], result.stderr
+    assert_one_line_error(result, named)
     assert not (repo / "data").exists()

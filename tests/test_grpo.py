@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import copy_repo, set_params, stage
+from conftest import assert_one_line_error, copy_repo, set_params, stage
 from test_sft import SIZES, weights, write_buckets
 
 from stages.envs import FEEDBACK_PREFIX, get_env
@@ -160,7 +160,5 @@ def test_bad_input_stops_with_one_line_and_writes_nothing(repo, overrides, sizes
     write_buckets(repo, sizes)
     set_params(repo, overrides)
     result = stage("grpo", repo, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert_one_line_error(result, named)
     assert not (repo / "models" / "grpo").exists() and not (repo / "metrics" / "grpo.json").exists()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run
+from conftest import REPO, assert_one_line_error, run
 
 
 def section(id_, ood):
@@ -126,8 +126,7 @@ def test_visual_eval_set_gets_its_own_columns(tmp_path):
 def test_bad_input_stops_with_one_line(tmp_path, evals, params, named):
     repo = make_metrics(tmp_path, evals=evals, params=params)
     result = report(repo)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and named in lines[0], result.stderr
+    assert_one_line_error(result, named)
     assert not (repo / "metrics" / "summary.md").exists()
 
 

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import copy_repo, make_repo, set_params, stage
+from conftest import assert_one_line_error, copy_repo, make_repo, set_params, stage
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +82,7 @@ def test_bad_params_stop_with_one_line(micro_split, tmp_path, module, overrides,
     before = sorted(p.name for p in (repo / outputs[module]).parent.iterdir())
     set_params(repo, overrides)
     result = stage(module, repo, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert_one_line_error(result, named)
     assert sorted(p.name for p in (repo / outputs[module]).parent.iterdir()) == before  # nothing half-written
 
 

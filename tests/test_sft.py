@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import copy_repo, set_params, stage
+from conftest import assert_one_line_error, copy_repo, set_params, stage
 from safetensors import safe_open
 
 from stages.storage import read_split, write_split
@@ -133,8 +133,6 @@ def test_bad_input_stops_with_one_line_and_writes_nothing(repo, overrides, sizes
     write_buckets(repo, sizes)
     set_params(repo, overrides)
     result = stage("sft", repo, check=False)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert_one_line_error(result, named)
     assert not (repo / "models" / "sft").exists() and not (repo / "metrics" / "sft.json").exists()
     assert not (repo / "metrics" / "sft_live").exists()
