@@ -20,7 +20,7 @@ from trl import SFTConfig, SFTTrainer
 from stages.envs import ENV_NAMES
 from stages.modeling import build_model, build_tokenizer, count_parameters, load_model
 from stages.params import ParamError, choice, get, integer, load_params, number
-from stages.storage import atomic_dir, read_split
+from stages.storage import atomic_dir, read_split, write_json
 from stages.training import conversational, trainer_defaults
 
 OUTPUT = Path("models/base")
@@ -82,7 +82,7 @@ def main() -> None:
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
         }
-        (out / "base_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_json(out / "base_info.json", info)
     print(f"base: saved {OUTPUT} ({json.dumps(info)})")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split
+from stages.storage import read_split, write_json
 
 DATA = Path("data/generated")
 OUTPUT = Path("metrics/eval")
@@ -111,8 +111,7 @@ def main(argv: list[str]) -> None:
         print(f"evaluate {argv[0]} on {name} ({len(records)} prompts): {metrics[name]}")
     metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
     metrics["wall_s"] = round(time.perf_counter() - start, 1)
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    (OUTPUT / f"{argv[0]}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(OUTPUT / f"{argv[0]}.json", metrics)
     print(f"evaluate {argv[0]}: wrote {OUTPUT / argv[0]}.json in {metrics['wall_s']}s")
 
 

@@ -34,9 +34,9 @@ from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
 from stages.params import ParamError, choice, integer, load_params, number
 from stages.rewards import env_reward, feedback_rollout
-from stages.rollout import ENGINES, resolve_engine
-from stages.storage import atomic_dir
-from stages.train_logging import head_tail_means, log_to_dvclive, run_metrics, series, write_metrics
+from stages.rollout import engine_params
+from stages.storage import atomic_dir, write_json
+from stages.train_logging import head_tail_means, log_to_dvclive, run_metrics, series
 from stages.training import (
     SUBSETS,
     check_lora_targets,
@@ -92,14 +92,15 @@ def main() -> None:
         raise ParamError(f"grpo.viter={viter} is not supported for {env.name} yet (text envs only); use 1")
     filter_groups = flag(params, "grpo.filter_groups")
     lr = number(params, "grpo.lr", minimum=0.0)
+    engine, _, max_new_tokens = engine_params(params)
     grpo_args = dict(
         num_generations=group,
         temperature=number(params, "grpo.temperature", minimum=0.0),
         top_p=1.0,
         beta=number(params, "grpo.beta", minimum=0.0),
-        max_completion_length=integer(params, "rollout.max_new_tokens", minimum=1),
+        max_completion_length=max_new_tokens,
         disable_dropout=True,  # identical log-probs for the policy and the reference
-        use_vllm=resolve_engine(choice(params, "rollout.engine", ENGINES)) == "vllm",
+        use_vllm=engine == "vllm",
         vllm_mode="colocate",  # one vLLM engine inside each training process, on its GPU
     )
     peft_config = lora_config(params, "grpo")
@@ -157,7 +158,7 @@ def main() -> None:
             "reward_std_mean": round(sum(series(trainer, "reward_std")) / len(reward), 4),
             "zero_std_groups_frac": round(sum(no_signal) / len(no_signal), 4),  # GRPO's implicit filter
         }
-        write_metrics(METRICS, metrics)
+        write_json(METRICS, metrics)
         print(f"grpo: saved {OUTPUT}; {metrics}")
 
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from stages.params import ParamError, get, load_params
+from stages.storage import write_json
 
 MODELS = ("base", "sft", "grpo")
 EVALS = {"id": "ID", "ood_rule": "OOD rule", "ood_visual": "OOD visual"}
@@ -111,9 +112,8 @@ def main() -> None:
     )
     details = {model: result for model, result in evals.items() if result is not None}
 
-    SUMMARY_JSON.parent.mkdir(parents=True, exist_ok=True)
     summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
-    SUMMARY_JSON.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(SUMMARY_JSON, summary)
     SUMMARY_MD.write_text(markdown(rows, names, header, details))
     # One file per model, so DVC's plots name each model in the legend.
     PLOT_DIR.mkdir(parents=True, exist_ok=True)

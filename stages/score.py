@@ -9,14 +9,13 @@ and writes the pass counts (data/scores.csv), metrics/score.json and the pass-co
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split
+from stages.storage import read_split, write_json
 
 MODEL = Path("models/base")
 TRAIN = Path("data/generated/train.parquet")
@@ -49,7 +48,6 @@ def main() -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["id", "passes", "k"])
         writer.writerows([r["id"], p, k] for r, p in zip(records, passes, strict=True))
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
     metrics = {
         "prompts": len(records),
         "k": k,
@@ -60,7 +58,7 @@ def main() -> None:
         "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else 0.0,
         "engine": engine_name,
     }
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(METRICS, metrics)
     with HISTOGRAM.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([["passes", "prompts"], *enumerate(histogram)])
     print(

@@ -24,8 +24,8 @@ from trl import SFTConfig, SFTTrainer
 
 from stages.modeling import count_parameters, load_model
 from stages.params import choice, integer, load_params, number
-from stages.storage import atomic_dir
-from stages.train_logging import log_to_dvclive, run_metrics, series, write_metrics
+from stages.storage import atomic_dir, write_json
+from stages.train_logging import log_to_dvclive, run_metrics, series
 from stages.training import (
     SUBSETS,
     check_lora_targets,
@@ -98,7 +98,7 @@ def main() -> None:
             "lora_rank": peft_config.r if peft_config else 0,
             "token_accuracy_last": round(accuracy[-1], 4) if accuracy else None,
         }
-        write_metrics(METRICS, metrics)
+        write_json(METRICS, metrics)
         print(f"sft: saved {OUTPUT}; {metrics}")
 
 

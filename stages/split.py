@@ -9,11 +9,10 @@ none correct); medium: the rest. Writes data/splits/{easy,medium,hard}.parquet a
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from stages.params import ParamError, get, integer, load_params
-from stages.storage import atomic_dir, read_split, write_split
+from stages.storage import atomic_dir, read_split, write_json, write_split
 
 TRAIN = Path("data/generated/train.parquet")
 SCORES = Path("data/scores.csv")
@@ -56,8 +55,7 @@ def main() -> None:
     metrics = {f"{name}_frac": round(len(buckets[name]) / total, 4) for name in BUCKETS}
     metrics |= {f"{name}_count": len(buckets[name]) for name in BUCKETS}
     metrics |= {"k": k, "easy_min": easy_min, "hard_max": hard_max}
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(METRICS, metrics)
     print("split: " + ", ".join(f"{name} {len(buckets[name])}" for name in BUCKETS))
 
 

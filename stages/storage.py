@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +28,13 @@ def write_split(records: list[dict], path: Path) -> None:
         features["image"] = datasets.Image()
     columns = {key: [record[key] for record in records] for key in features}
     datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """A metrics or info file: indented, sorted as given, one trailing newline (stable diffs in git)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_split(path: Path) -> datasets.Dataset:

@@ -6,7 +6,6 @@ Per-step curves go to a dvclive directory under metrics/ (declared as plots in d
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -65,8 +64,3 @@ def run_metrics(
         "loss_first": round(losses[0], 4) if losses else None,
         "loss_last": round(losses[-1], 4) if losses else None,
     }
-
-
-def write_metrics(path: Path, metrics: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
