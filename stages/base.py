@@ -6,22 +6,23 @@ With `model.path: null` (the embedded default) it builds a word-level tokenizer 
 offline and pretrains it with TRL's SFTTrainer on the mixed-rule corpus, so the model follows the
 rule stated in the prompt, the OOD one included, as a pretrained LLM would. With `model.path` set to
 a local Hugging Face checkpoint it runs an optional cold-start SFT on ID prompts (DC-SFT) instead.
+A killed run resumes from its last checkpoint when run again (stages/checkpoints.py).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
+from stages import checkpoints
 from stages.envs import ENV_NAMES
 from stages.modeling import build_model, build_tokenizer, count_parameters, load_model
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.storage import atomic_dir, read_split, write_json
-from stages.training import conversational, trainer_defaults
+from stages.training import conversational, train, trainer_defaults
 
 OUTPUT = Path("models/base")
 DATA = Path("data/generated")
@@ -60,19 +61,19 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    with atomic_dir(OUTPUT) as out, tempfile.TemporaryDirectory() as scratch:
-        if steps > 0:
-            args = SFTConfig(
-                **trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
-                max_length=max_length,
-            )
-            trainer = SFTTrainer(
-                model=model, args=args, train_dataset=conversational(data), processing_class=tokenizer
-            )
-            trainer.train()
-            losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-        else:
-            losses = []
+    saves = checkpoints.for_stage("base", params)
+    losses = []
+    if steps > 0:
+        args = SFTConfig(
+            **trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+            max_length=max_length,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=conversational(data), processing_class=tokenizer
+        )
+        train(trainer, saves)
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    with atomic_dir(OUTPUT) as out:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
         info = {
@@ -83,6 +84,7 @@ def main() -> None:
             "last_loss": losses[-1] if losses else None,
         }
         write_json(out / "base_info.json", info)
+    saves.remove()
     print(f"base: saved {OUTPUT} ({json.dumps(info)})")
 
 

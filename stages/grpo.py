@@ -16,13 +16,12 @@ with training) when `rollout.engine` resolves to vllm, transformers otherwise.
   here the batch simply holds fewer groups (TRL logs their share as frac_reward_zero_std).
 
 Writes models/grpo, metrics/grpo.json and per-step curves in metrics/grpo_live. The model is written
-all-or-nothing: a run killed midway leaves no models/grpo behind (or the previous one untouched), and
-running the stage again starts training from scratch.
+all-or-nothing: a run killed midway leaves no models/grpo behind (or the previous one untouched); running the
+stage again resumes from its last checkpoint (stages/checkpoints.py).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +29,15 @@ import datasets
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from stages import checkpoints
+from stages.curves import SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
-from stages.params import ParamError, choice, integer, load_params, number
+from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.rewards import env_reward, feedback_rollout
 from stages.rollout import engine_params
 from stages.storage import atomic_dir, write_json
-from stages.train_logging import head_tail_means, log_to_dvclive, run_metrics, series
+from stages.train_logging import head_tail_means, run_metrics, series, write_curves
 from stages.training import (
     SUBSETS,
     check_lora_targets,
@@ -46,6 +47,7 @@ from stages.training import (
     per_process,
     save_trained,
     select_prompts,
+    train,
     trainer_defaults,
 )
 
@@ -101,7 +103,10 @@ def main() -> None:
         max_completion_length=max_new_tokens,
         disable_dropout=True,  # identical log-probs for the policy and the reference
         use_vllm=engine == "vllm",
-        vllm_mode="colocate",  # one vLLM engine inside each training process, on its GPU
+        # colocate: a vLLM engine inside each training process, on its GPU; server: `trl vllm-serve` elsewhere
+        vllm_mode=choice(params, "grpo.vllm.mode", ("colocate", "server")),
+        vllm_server_host=get(params, "grpo.vllm.server_host"),
+        vllm_server_port=integer(params, "grpo.vllm.server_port", minimum=1, maximum=65535),
     )
     peft_config = lora_config(params, "grpo")
     data, sizes = select_prompts(subset, False, "grpo.subset", "")
@@ -110,40 +115,41 @@ def main() -> None:
     parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
     # Prompts without answers; `task` (and `image`) columns reach the reward function as keyword arguments.
     extra = data.select_columns([c for c in ("task", "image") if c in data.column_names])
-    train = datasets.concatenate_datasets([conversational(data).remove_columns("completion"), extra], axis=1)
+    prompts = datasets.concatenate_datasets(
+        [conversational(data).remove_columns("completion"), extra], axis=1
+    )
     print(
         f"grpo: {env.name}, subset={subset}: {len(data)} prompts, {steps} steps of {prompts_per_step} x "
         f"{group}, viter={viter}, filter_groups={filter_groups}, vllm={grpo_args['use_vllm']}"
     )
 
-    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved there: save_strategy="no"
-        defaults = trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-        # Log every step: the reward curve and the gradient-norm statistics cover all steps.
-        args = GRPOConfig(**defaults | {"logging_steps": 1}, **grpo_args)
-        trainer_class = GroupFilterGRPOTrainer if filter_groups else GRPOTrainer
-        tasks = dict(zip(data["prompt"], data["task"], strict=True))
-        trainer = trainer_class(
-            model=model,
-            reward_funcs=env_reward(env),
-            args=args,
-            train_dataset=train,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
-        )
-        log_to_dvclive(trainer, LIVE)
-        train_s = trainer.train().metrics["train_runtime"]
+    saves = checkpoints.for_stage("grpo", params)
+    defaults = trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    trainer_class = GroupFilterGRPOTrainer if filter_groups else GRPOTrainer
+    tasks = dict(zip(data["prompt"], data["task"], strict=True))
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=env_reward(env),
+        args=GRPOConfig(**defaults, **grpo_args),
+        train_dataset=prompts,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
+    )
+    trainer.add_callback(SuccessCurve(env, tokenizer, params, max_new_tokens, seed))
+    train_s = train(trainer, saves)
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:
             save_trained(trainer, tokenizer, out)
+        write_curves(trainer, LIVE, parameters, completions_per_step=prompts_per_step * group)
         lengths = series(trainer, "completions/mean_length")  # model tokens per completion, each step
         metrics = run_metrics(
             trainer,
             wall_s=time.perf_counter() - start,
             train_s=train_s,
             parameters=parameters,
-            train_tokens=series(trainer, "num_tokens")[-1],
+            train_tokens=trainer.state.num_input_tokens_seen,  # TRL's count: prompt + completion tokens
             generated_tokens=round(sum(lengths) * prompts_per_step * group),
         )
         reward, success = series(trainer, "reward"), series(trainer, "success")
@@ -159,6 +165,7 @@ def main() -> None:
             "zero_std_groups_frac": round(sum(no_signal) / len(no_signal), 4),  # GRPO's implicit filter
         }
         write_json(METRICS, metrics)
+        saves.remove()
         print(f"grpo: saved {OUTPUT}; {metrics}")
 
 

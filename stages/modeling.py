@@ -82,8 +82,14 @@ def check_model_dir(path: str | Path, param: str) -> Path:
     return path
 
 
-def load_model(path: str | Path, param: str = "model.path", dtype: str = "auto"):
-    """Tokenizer and causal LM from a local directory: offline, safetensors only, no remote code."""
+def load_model(path: str | Path, param: str = "model.path", dtype: str | torch.dtype | None = None):
+    """Tokenizer and causal LM from a local directory: offline, safetensors only, no remote code.
+
+    `dtype` None: the checkpoint's own on GPU; float32 on CPU, where the trainers run in float32 (bf16 follows
+    the hardware) and a bfloat16 checkpoint (Qwen's) would generate several times slower.
+    """
+    if dtype is None:
+        dtype = "auto" if torch.cuda.is_available() else torch.float32
     path = check_model_dir(path, param)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(

@@ -38,13 +38,17 @@ class HFEngine:
     def __init__(self, model, tokenizer, batch_size: int = 64, seed: int = 0):
         self.model, self.tokenizer, self.batch_size, self.seed = model.eval(), tokenizer, batch_size, seed
         self.tokenizer.padding_side = "left"
+        # Stop at every end token the checkpoint declares, as TRL and vLLM do: Qwen's generation_config lists
+        # <|endoftext|> next to the tokenizer's eos <|im_end|>.
+        declared = model.generation_config.eos_token_id
+        declared = [] if declared is None else [declared] if isinstance(declared, int) else list(declared)
+        self.eos_ids = list(dict.fromkeys([tokenizer.eos_token_id, *declared]))
 
     @torch.inference_mode()
     def generate(
         self, conversations: list[Conversation], n: int, temperature: float, top_p: float, max_new_tokens: int
     ) -> list[list[tuple[str, int]]]:
         torch.manual_seed(self.seed)  # same prompts, same samples: DVC outputs stay byte-identical
-        eos = self.tokenizer.eos_token_id
         results = []
         batches = range(0, len(conversations), self.batch_size)
         for start in tqdm(batches, desc="rollout", unit="batch", disable=len(batches) < 2):
@@ -54,18 +58,23 @@ class HFEngine:
             ]
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             inputs = inputs.to(self.model.device)
-            # Greedy decoding gives one answer per prompt, repeated n times.
-            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n)
+            # Greedy decoding gives one answer per prompt, repeated n times. Sampling is exactly temperature
+            # and top_p, as with vLLM and TRL: the checkpoint's own defaults (Qwen's top_k=20 and
+            # repetition_penalty=1.05 in generation_config.json, transformers' top_k=50) are switched off.
+            sampling = dict(
+                do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n
+            )
             output = self.model.generate(
                 **inputs,
                 **(sampling if temperature > 0 else dict(do_sample=False)),
+                repetition_penalty=1.0,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=eos,
+                eos_token_id=self.eos_ids,
             )
             copies = 1 if temperature > 0 else n
             for row in output[:, inputs["input_ids"].shape[1] :].tolist():
-                length = row.index(eos) if eos in row else len(row)
+                length = next((i for i, token in enumerate(row) if token in self.eos_ids), len(row))
                 text = self.tokenizer.decode(row[:length], skip_special_tokens=True).strip()
                 results.extend([(text, min(length + 1, len(row)))] * copies)  # the eos token counts too
         return [results[i * n : (i + 1) * n] for i in range(len(conversations))]

@@ -11,21 +11,24 @@ completion only. `sft.balance` cuts every bucket to the size of the smallest fir
 
 Writes models/sft, metrics/sft.json (wall time, tokens, FLOPs, gradient norms) and per-step curves in
 metrics/sft_live. The model is written all-or-nothing: a run killed midway leaves no models/sft behind (or the
-previous one untouched), and running the stage again starts training from scratch.
+previous one untouched); running the stage again resumes from its last checkpoint (stages/checkpoints.py).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
+from stages import checkpoints
+from stages.curves import SuccessCurve
+from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
 from stages.params import choice, integer, load_params, number
+from stages.rollout import engine_params
 from stages.storage import atomic_dir, write_json
-from stages.train_logging import log_to_dvclive, run_metrics, series
+from stages.train_logging import run_metrics, series, write_curves
 from stages.training import (
     SUBSETS,
     check_lora_targets,
@@ -35,6 +38,7 @@ from stages.training import (
     per_process,
     save_trained,
     select_prompts,
+    train,
     trainer_defaults,
 )
 
@@ -47,6 +51,7 @@ LIVE = Path("metrics/sft_live")
 def main() -> None:
     start = time.perf_counter()
     params = load_params()
+    env = get_env(choice(params, "env", ENV_NAMES))
     subset = choice(params, "subset", SUBSETS)
     balance = flag(params, "sft.balance")
     seed = integer(params, "seed", minimum=0)
@@ -64,29 +69,31 @@ def main() -> None:
         f"{'LoRA r=' + str(peft_config.r) if peft_config else 'full fine-tuning'}"
     )
 
-    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved there: save_strategy="no"
-        # Log every step: the curves and the gradient-norm statistics cover all steps, not every tenth.
-        defaults = trainer_defaults(scratch, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-        args = SFTConfig(**defaults | {"logging_steps": 1}, max_length=max_length)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=conversational(data),
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-        log_to_dvclive(trainer, LIVE)
-        train_s = trainer.train().metrics["train_runtime"]
+    saves = checkpoints.for_stage("sft", params)
+    defaults = trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    # Non-padding tokens seen, kept in the trainer state, so a resumed run counts the steps before it too.
+    args = SFTConfig(**defaults, max_length=max_length, include_num_input_tokens_seen="non_padding")
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=conversational(data),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    _, _, max_new_tokens = engine_params(params)
+    trainer.add_callback(SuccessCurve(env, tokenizer, params, max_new_tokens, seed))
+    train_s = train(trainer, saves)
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:
             save_trained(trainer, tokenizer, out)
+        write_curves(trainer, LIVE, parameters)
         metrics = run_metrics(
             trainer,
             wall_s=time.perf_counter() - start,
             train_s=train_s,
             parameters=parameters,
-            train_tokens=series(trainer, "num_tokens")[-1],
+            train_tokens=trainer.state.num_input_tokens_seen,
         )
         accuracy = series(trainer, "mean_token_accuracy")
         metrics |= {
@@ -99,6 +106,7 @@ def main() -> None:
             "token_accuracy_last": round(accuracy[-1], 4) if accuracy else None,
         }
         write_json(METRICS, metrics)
+        saves.remove()
         print(f"sft: saved {OUTPUT}; {metrics}")
 
 

@@ -9,28 +9,46 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from stages.curves import curve_points
 
-def log_to_dvclive(trainer, directory: Path) -> None:
-    """Per-step logs (loss, grad_norm, learning_rate, ...) to `directory`, from the main process only.
 
-    dvcyaml=None and save_dvc_exp=False: otherwise dvclive rewrites dvc.yaml and creates hidden experiments;
-    the plots are declared in dvc.yaml instead.
+def write_curves(trainer, directory: Path, parameters: int, completions_per_step: int = 0) -> None:
+    """Per-step logs (loss, grad_norm, learning_rate, reward, ...) to a dvclive folder, from the main process,
+    and the scaling curve (success against FLOPs, stages/curves.py) as plots/custom/success_vs_flops.json.
+
+    Written from the trainer's log history after training rather than by a live callback: a resumed run
+    restores that history from its checkpoint, so its curves match an uninterrupted run's. dvcyaml=None and
+    save_dvc_exp=False: otherwise dvclive rewrites dvc.yaml and creates hidden experiments; the plots are
+    declared in dvc.yaml instead.
     """
     if not trainer.is_world_process_zero():
         return
     from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
+    from dvclive.plots import Metric
+    from dvclive.utils import standardize_metric_name
 
-    live = Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None)
-    trainer.add_callback(DVCLiveCallback(live=live))
+    with Live(str(directory), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_params(trainer.args.to_dict())
+        for log in trainer.state.log_history:
+            live.step = log["step"]
+            for key, value in log.items():
+                if key != "step" and Metric.could_log(value):
+                    live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value)
+        points = curve_points(trainer.state.log_history, parameters, completions_per_step)
+        if points:
+            live.log_plot("success_vs_flops", points, x="flops", y=["id", "ood_rule"], template="linear")
+        else:  # curves.eval_every: 0; the file is a declared output all the same
+            custom = directory / "plots" / "custom"
+            custom.mkdir(parents=True, exist_ok=True)
+            (custom / "success_vs_flops.json").write_text("[]\n")
 
 
 def series(trainer, key: str) -> list[float]:
     """One value per logged step (logging_steps=1) of a metric from the trainer's log history.
 
-    TRL logs `num_tokens`: the running total of non-padding tokens trained on, over all processes.
+    The run summary that ends the history (it holds `train_loss`) is left out.
     """
-    return [log[key] for log in trainer.state.log_history if key in log and "train_runtime" not in log]
+    return [log[key] for log in trainer.state.log_history if key in log and "train_loss" not in log]
 
 
 def head_tail_means(values: list[float], fraction: float = 0.1) -> tuple[float | None, float | None]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from stages.checkpoints import Checkpoints
 from stages.params import ParamError, get, integer, number
 from stages.storage import read_split
 
@@ -26,15 +27,17 @@ def conversational(split: datasets.Dataset) -> datasets.Dataset:
     )
 
 
-def trainer_defaults(output_dir: str, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
     """Arguments shared by SFTConfig and GRPOConfig, tuned for small models as well as large ones.
 
     TRL's defaults suit multi-billion-parameter models on GPUs: activation checkpointing on, bf16 on
-    and a 1e-6 learning rate (GRPO). Here bf16 follows the hardware and checkpointing is off.
+    and a 1e-6 learning rate (GRPO). Here bf16 follows the hardware and checkpointing is off. Every step is
+    logged, so the curves and gradient-norm statistics cover all steps and a resumed run logs what an
+    uninterrupted one does.
     """
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return dict(
-        output_dir=output_dir,
+        **checkpoints.trainer_args(),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
         learning_rate=lr,
@@ -45,11 +48,18 @@ def trainer_defaults(output_dir: str, *, steps: int, batch_size: int, lr: float,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
         activation_checkpointing=False,
-        logging_steps=max(1, min(10, steps // 20)),
+        logging_steps=1,
         report_to=[],
-        save_strategy="no",
         dataloader_num_workers=0,
     )
+
+
+def train(trainer, checkpoints: Checkpoints) -> float:
+    """Train, resuming from the last complete checkpoint a killed run left; the seconds it took."""
+    resume = checkpoints.last()
+    if resume:
+        print(f"resuming from {resume}", flush=True)
+    return trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
 
 
 def flag(cfg, key: str) -> bool:

@@ -25,6 +25,7 @@ MICRO = {
     "score.k": 4,
     "rollout.engine": "hf",
     "rollout.max_new_tokens": 32,
+    "curves.prompts": 8,
 }
 
 
@@ -71,6 +72,8 @@ def make_repo(path: Path, overrides: dict | None = None) -> Path:
     run(["git", "config", "user.email", "test@example.com"], path)
     run(["git", "config", "user.name", "test"], path)
     run(["dvc", "init", "-q"], path)
+    # The project's default remote, `../../dvc-storage` from .dvc/: a sibling of `path`, inside the temp dir.
+    shutil.copy(REPO / ".dvc" / "config", path / ".dvc" / "config")
     run(["dvc", "config", "core.autostage", "true"], path)
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)

@@ -41,6 +41,7 @@ def trainer_for(repo, tmp_path, trainer_class, **kwargs):
     import datasets
     from trl import GRPOConfig
 
+    from stages.checkpoints import Checkpoints
     from stages.modeling import load_model
     from stages.storage import read_split
     from stages.training import conversational, trainer_defaults
@@ -51,7 +52,7 @@ def trainer_for(repo, tmp_path, trainer_class, **kwargs):
         [conversational(data).remove_columns("completion"), data.select_columns(["task"])], axis=1
     )
     args = GRPOConfig(
-        **trainer_defaults(str(tmp_path / "out"), steps=1, batch_size=32, lr=1e-4, seed=0),
+        **trainer_defaults(Checkpoints(tmp_path / "out", every=0), steps=1, batch_size=32, lr=1e-4, seed=0),
         num_generations=4,
         max_completion_length=12,
     )

@@ -30,7 +30,7 @@ from stages.envs import Verdict
 from stages.envs.card_images import BLACK_SUITS, RED_SUITS, SUITS, render_cards
 from stages.params import ParamError, check_int
 
-# The embedded default, copied to params.yaml under generate.gp (see DESIGN.md section 6).
+# The embedded default, copied to params.yaml under generate.gp (see docs/embedded_default.md).
 DEFAULTS: dict = {
     "num_cards": [2, 2, 3, 3, 4],  # each hand's size drawn uniformly from this list: 40% 2, 40% 3, 20% 4
     "target": "chain",  # an integer (e.g. 24) or "chain": the value of a random chain of steps

@@ -1,0 +1,59 @@
+"""Scaling curves: success of the model under training against cumulative post-training FLOPs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import copy_repo, set_params, stage
+
+from stages.curves import curve_points
+
+
+def test_points_carry_the_flops_spent_up_to_their_step():
+    history = [
+        {"step": 0, "curve/id": 0.25, "curve/ood_rule": 0.5},
+        {"step": 1, "loss": 1.0, "num_tokens": 100.0, "completions/mean_length": 10.0},
+        {"step": 2, "loss": 0.9, "num_tokens": 210.0, "completions/mean_length": 12.0},
+        {"step": 2, "curve/id": 0.5, "curve/ood_rule": 0.25},  # logged before or after its step's log
+        {"step": 3, "loss": 0.8, "num_tokens": 330.0, "completions/mean_length": 14.0},
+        {"step": 3, "train_loss": 0.9, "train_runtime": 1.0},  # the run summary
+    ]
+    points = curve_points(history, parameters=10, completions_per_step=4)
+    assert points == [
+        {"step": 0, "flops": 0, "id": 0.25, "ood_rule": 0.5},
+        {"step": 2, "flops": 6 * 10 * 210 + 2 * 10 * (10 + 12) * 4, "id": 0.5, "ood_rule": 0.25},
+    ]
+    sft = [
+        {"step": 1, "loss": 1.0, "num_input_tokens_seen": 50},
+        {"step": 1, "curve/id": 1.0, "curve/ood_rule": 0.0},
+    ]
+    assert curve_points(sft, parameters=10)[0]["flops"] == 6 * 10 * 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sft", "grpo"])
+def test_training_stages_plot_success_against_flops(micro_split, tmp_path, name):
+    repo = copy_repo(micro_split, tmp_path / "repo")
+    steps = {"sft.steps": 5, "sft.batch_size": 8, "grpo.steps": 5, "grpo.prompts_per_step": 2}
+    set_params(
+        repo, {**steps, "grpo.num_generations": 4, "rollout.max_new_tokens": 16, "curves.eval_every": 2}
+    )
+    stage(name, repo)
+    points = json.loads(
+        (repo / "metrics" / f"{name}_live" / "plots" / "custom" / "success_vs_flops.json").read_text()
+    )
+    assert [p["step"] for p in points] == [0, 2, 4, 5]  # the starting model, every 2 steps, the end
+    flops = [p["flops"] for p in points]
+    assert flops[0] == 0 and flops == sorted(set(flops))
+    assert flops[-1] == json.loads((repo / "metrics" / f"{name}.json").read_text())["flops"]
+    assert all(0 <= p[key] <= 1 for p in points for key in ("id", "ood_rule"))
+
+    set_params(repo, {"curves.eval_every": 0})  # off: no evaluation, an empty curve file all the same
+    stage(name, repo)
+    assert (
+        json.loads(
+            (repo / "metrics" / f"{name}_live" / "plots" / "custom" / "success_vs_flops.json").read_text()
+        )
+        == []
+    )
