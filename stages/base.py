@@ -35,7 +35,10 @@ def main() -> None:
         raise ParamError(f"env={env!r}: a vision-language base model is not supported yet; use gp_l, virl_l")
     seed = integer(params, "seed", minimum=0)
     path = get(params, "model.path")
-    steps = integer(params, "base.coldstart_steps" if path else "base.steps", minimum=0)
+    steps_key = "base.coldstart_steps" if path else "base.steps"
+    if isinstance(get(params, steps_key), dict):  # one value per env family: base.steps.gp, base.steps.virl
+        steps_key += "." + env.split("_")[0]
+    steps = integer(params, steps_key, minimum=0)
     batch_size = integer(params, "base.batch_size", minimum=1)
     lr = number(params, "base.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)

@@ -56,10 +56,10 @@ DEFAULTS = {
     "grid_size": 5,  # intersections per side of the square city
     "landmarks": 30,  # landmarks placed per city, on the 4 * grid_size**2 intersection sides
     "min_legs": 2,  # straight legs per route; each starts with a turn
-    "max_legs": 3,
-    "max_leg_blocks": 3,  # a leg is 1..max_leg_blocks blocks long
+    "max_legs": 2,
+    "max_leg_blocks": 2,  # a leg is 1..max_leg_blocks blocks long
     "block_steps": 1,  # forward() steps per block; > 1 adds mid-block positions
-    "history": 2,  # previous steps (observation, action) shown in the prompt
+    "history": 1,  # previous steps (observation, action) shown in the prompt
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
     "ood_visual": "landmarks",  # eval_ood_visual city: landmarks (other set + palette) | palette
@@ -300,11 +300,13 @@ def compact_action(action: str) -> str:
     return f"{name} ( {argument} )" if argument else f"{name} ( )"
 
 
-def compact_observation(seen: Observation, heading: bool = True) -> str:
+def compact_observation(seen: Observation, heading: bool = True, intersection: bool = True) -> str:
+    """facing east intersection yes front Museum right Gym: the side words delimit, no commas needed."""
     parts = [f"facing {HEADING_NAMES[seen.heading]}"] if heading else []
-    parts.append(f"intersection {'yes' if seen.intersection else 'no'}")
+    if intersection:
+        parts.append(f"intersection {'yes' if seen.intersection else 'no'}")
     parts += [f"{side} {name}" for side, name in zip(SIDES, seen.views, strict=True) if name]
-    return " , ".join(parts)
+    return " ".join(parts)
 
 
 def sentence_observation(seen: Observation) -> str:
@@ -316,10 +318,8 @@ def sentence_observation(seen: Observation) -> str:
     return " ".join(parts)
 
 
-def _action_space_text(space: str, compact: bool) -> str:
+def _action_space_text(space: str) -> str:
     choices = list(HEADINGS) if space == "absolute" else list(RELATIVE)
-    if compact:
-        return f"{space} forward turn_direction ( {' '.join(choices)} ) stop"
     return f"{space}: forward(), turn_direction(x) with x one of {', '.join(choices)}, stop()"
 
 
@@ -337,12 +337,19 @@ def build_record(route: Route, steps: list[Step], index: int, space: str, cfg: M
         for s in steps[max(0, index - cfg["history"]) : index]
     ]
     if cfg["prompt_style"] == "compact":
-        history = " ; ".join(f"{compact_observation(o)} -> {compact_action(a)}" for o, a in past) or "none"
-        now = f"facing {HEADING_NAMES[seen.heading]} , in image" if visual else compact_observation(seen)
+        # Short prompts keep every stage fast: the action space is named, not listed, the numbers and
+        # side words delimit instructions and views, and with block_steps 1 every position is an
+        # intersection, so the observations leave that out.
+        between = cfg["block_steps"] > 1
+        history = [f"{compact_observation(o, intersection=between)} -> {compact_action(a)}" for o, a in past]
+        if visual:
+            now = f"facing {HEADING_NAMES[seen.heading]} in image"
+        else:
+            now = compact_observation(seen, intersection=between)
         prompt = (
-            f"Actions : {_action_space_text(space, True)} . "
-            f"Route : {' , '.join(c for _, c in instructions)} . "
-            f"History : {history} . Observation : {now} ."
+            f"Actions : {space} . "
+            f"Route : {' '.join(c for _, c in instructions)} . "
+            f"History : {' ; '.join(history) or 'none'} . Observation : {now} ."
         )
         answer = compact_action(action)
         if visual:  # the VL answer first reads the image, as GP-VL first lists the cards
@@ -360,7 +367,7 @@ def build_record(route: Route, steps: list[Step], index: int, space: str, cfg: M
             now = sentence_observation(seen)
         prompt = (
             "You are following route instructions through a city. Give the next action.\n"
-            f"Action space, {_action_space_text(space, False)}.\n"
+            f"Action space, {_action_space_text(space)}.\n"
             "Route instructions:\n" + "\n".join(full for full, _ in instructions) + "\n"
             f"Action history:\n{history}\n"
             f"Current observation: {now}\n"
