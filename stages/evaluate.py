@@ -5,7 +5,8 @@
 Reads models/<model> and data/generated/eval_{id,ood_rule,ood_visual}.parquet (ood_visual for VL
 envs only). Per eval set: greedy success (temperature 0), mean success over `evaluate.samples`
 sampled answers, and pass@k with the unbiased estimator; V-IRL adds per-step accuracy and route
-success (every step of a route right). Writes metrics/eval/<model>.json.
+success (every step of a route right). Writes metrics/eval/<model>.json, and the success of every
+prompt in metrics/eval/per_prompt/<model>.csv, which the study's claims table resamples for its intervals.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split, write_json
+from stages.storage import read_split, write_csv, write_json
 
 DATA = Path("data/generated")
 OUTPUT = Path("metrics/eval")
+PER_PROMPT = OUTPUT / "per_prompt"
 SECTIONS = {"id": "eval_id", "ood_rule": "eval_ood_rule", "ood_visual": "eval_ood_visual"}
 
 
@@ -57,6 +59,19 @@ def score_section(records, greedy, sampled, k: int, virl: bool) -> dict[str, flo
         walks = [route_success(records, [eps[j].success for eps in sampled]) for j in range(n)]
         section["route_success_sampled"] = sum(walks) / n
     return {key: round(value, 4) for key, value in section.items()}
+
+
+def per_prompt_rows(name: str, records, greedy, sampled) -> list[dict]:
+    """One row per prompt: greedy success (0 or 1) and the share of sampled answers that succeed."""
+    return [
+        {
+            "set": name,
+            "id": record["id"],
+            "greedy_success": int(first[0].success),
+            "mean_success": round(sum(e.success for e in answers) / len(answers), 4),
+        }
+        for record, first, answers in zip(records, greedy, sampled, strict=True)
+    ]
 
 
 def load_eval_sets(env) -> dict[str, list[dict]]:
@@ -104,13 +119,16 @@ def main(argv: list[str]) -> None:
         "temperature": temperature,
         "viter": viter,
     }
+    rows = []
     for name, records in eval_sets.items():
         greedy = rollout(engine, env, records, 1, 0.0, 1.0, max_new_tokens, viter)
         sampled = rollout(engine, env, records, samples, temperature, top_p, max_new_tokens, viter)
         metrics[name] = score_section(records, greedy, sampled, k, env.name.startswith("virl"))
+        rows += per_prompt_rows(name, records, greedy, sampled)
         print(f"evaluate {argv[0]} on {name} ({len(records)} prompts): {metrics[name]}")
     metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
     metrics["wall_s"] = round(time.perf_counter() - start, 1)
+    write_csv(PER_PROMPT / f"{argv[0]}.csv", rows)
     write_json(OUTPUT / f"{argv[0]}.json", metrics)
     print(f"evaluate {argv[0]}: wrote {OUTPUT / argv[0]}.json in {metrics['wall_s']}s")
 

@@ -10,12 +10,11 @@ OOD-vs-FLOPs plots declared in dvc.yaml. A model whose stage has not run shows "
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from stages.params import ParamError, get, load_params
-from stages.storage import write_json
+from stages.storage import write_csv, write_json
 
 MODELS = ("base", "sft", "grpo")
 EVALS = {"id": "ID", "ood_rule": "OOD rule", "ood_visual": "OOD visual"}
@@ -116,14 +115,10 @@ def main() -> None:
     write_json(SUMMARY_JSON, summary)
     SUMMARY_MD.write_text(markdown(rows, names, header, details))
     # One file per model, so DVC's plots name each model in the legend.
-    PLOT_DIR.mkdir(parents=True, exist_ok=True)
-    fields = ["model", *names, "flops"]
     for model in MODELS:
-        with (PLOT_DIR / f"{model}.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fields, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            if model in rows and rows[model]["flops"] is not None:
-                writer.writerow({"model": model, **rows[model]})
+        ready = model in rows and rows[model]["flops"] is not None
+        row = [{"model": model, **rows[model]}] if ready else []
+        write_csv(PLOT_DIR / f"{model}.csv", row, fields=["model", *names, "flops"])
     print(SUMMARY_MD.read_text())
 
 

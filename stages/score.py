@@ -8,14 +8,13 @@ and writes the pass counts (data/scores.csv), metrics/score.json and the pass-co
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split, write_json
+from stages.storage import read_split, write_csv, write_json
 
 MODEL = Path("models/base")
 TRAIN = Path("data/generated/train.parquet")
@@ -43,11 +42,7 @@ def main() -> None:
     passes = [sum(e.success for e in group) for group in episodes]
     tokens = sum(e.generated_tokens for group in episodes for e in group)
     histogram = [passes.count(c) for c in range(k + 1)]
-    SCORES.parent.mkdir(parents=True, exist_ok=True)
-    with SCORES.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["id", "passes", "k"])
-        writer.writerows([r["id"], p, k] for r, p in zip(records, passes, strict=True))
+    write_csv(SCORES, [{"id": r["id"], "passes": p, "k": k} for r, p in zip(records, passes, strict=True)])
     metrics = {
         "prompts": len(records),
         "k": k,
@@ -59,8 +54,7 @@ def main() -> None:
         "engine": engine_name,
     }
     write_json(METRICS, metrics)
-    with HISTOGRAM.open("w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([["passes", "prompts"], *enumerate(histogram)])
+    write_csv(HISTOGRAM, [{"passes": c, "prompts": n} for c, n in enumerate(histogram)])
     print(
         f"score: {len(records)} prompts x {k} samples in {wall_s:.1f}s, mean pass rate "
         f"{metrics['mean_pass_rate']}, histogram {histogram}"

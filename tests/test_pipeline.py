@@ -13,6 +13,7 @@ pytestmark = pytest.mark.slow
 # the easy bucket would be empty); greedy scoring (temperature 0) makes every prompt easy or hard.
 QUICK = {
     "env": "virl_l",
+    "base.steps": 60,  # MICRO's 30 leave every short V-IRL route hard
     "score.temperature": 0.0,
     "rollout.max_new_tokens": 16,
     "evaluate.k": 1,

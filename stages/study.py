@@ -1,0 +1,238 @@
+"""A study: the pipeline over seeds and arms as queued DVC experiments, and the claims table they give.
+
+    python -m stages.study run                      # 3 seeds x 6 arms on params.yaml's env, then the claims
+    python -m stages.study run --set env=virl_l     # another env; --set applies to every arm
+    python -m stages.study run --seeds 5 --arms sft_all,sft_medium --set sft.lr=1e-3 --name gp_l-lr1e-3
+    python -m stages.study claims                   # the table again, from the experiments already made
+
+`run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
+`dvc exp run --queue`, and runs the queue with `dvc exp run --run-all`. An arm sets the params that make it
+(ARMS); every experiment also trains GRPO and evaluates every model. Experiments of one seed share generate,
+base, score and split, and the sft arms share grpo: DVC restores those from its run cache, so each experiment
+runs only what is its own. Experiments already made under these names are kept, so rerunning the command
+resumes a study that stopped midway. `dvc exp show` lists them; `dvc exp apply` and `dvc exp push` take each.
+
+`claims` reads the experiments of the current commit through DVC (`dvc exp show --json` for their names,
+dvc.api.DVCFileSystem for the files at each experiment) and writes study/<name>/claims.md and claims.json.
+What each row measures, and how its intervals and verdict are made: stages/claims.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from dvc.api import DVCFileSystem
+
+from stages.claims import SUBSETS, SeedResults, claims_table, markdown
+from stages.envs import ENV_NAMES
+from stages.params import ParamError, get, load_params
+from stages.storage import write_json
+
+# What makes each arm; the sft arms pin grpo.viter 1, so their GRPO model is the viter-1 arm.
+ARMS = {f"sft_{subset}": {"subset": subset, "grpo.viter": 1} for subset in SUBSETS} | {
+    "grpo_viter3": {"subset": "all", "grpo.viter": 3},
+}
+OUTPUT = Path("study")
+METRICS = ("mean_success", "greedy_success")  # per-prompt success in metrics/eval/per_prompt/<model>.csv
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.study", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser(
+        "run", help="queue and run the study's experiments, then write the claims"
+    )
+    run_parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    run_parser.add_argument(
+        "--arms", default=",".join(ARMS), help=f"comma-separated (default: {','.join(ARMS)})"
+    )
+    run_parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a param for all arms"
+    )
+    run_parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    claims_parser = commands.add_parser("claims", help="write the claims table from the experiments made")
+    for sub in (run_parser, claims_parser):
+        sub.add_argument("--name", help="the study's name, the prefix of its experiments (default: the env)")
+        sub.add_argument(
+            "--metric", default="mean_success", help=f"per-prompt success: {' | '.join(METRICS)}"
+        )
+    args = parser.parse_args(argv)
+
+    if args.metric not in METRICS:
+        raise ParamError(f"--metric={args.metric!r} is not allowed; use one of: {', '.join(METRICS)}")
+    if args.command == "run":
+        overrides = parse_sets(args.set)
+        arms = parse_arms(args.arms)
+        if args.seeds < 1:
+            raise ParamError(
+                f"--seeds={args.seeds}: a study needs at least 1 seed (3 gives intervals over seeds)"
+            )
+        env = overrides.get("env", get(load_params(), "env"))
+        if env not in ENV_NAMES:
+            raise ParamError(f"env={env!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
+        name = args.name or env
+        run_study(name, range(args.seeds), arms, overrides, args.jobs)
+    else:
+        name = args.name or get(load_params(), "env")
+    write_claims(name, args.metric)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamError(f"--set {item!r} is not KEY=VALUE (e.g. --set sft.lr=1e-3)")
+        if key == "seed" or key in {k for arm in ARMS.values() for k in arm}:
+            raise ParamError(
+                f"--set {key}=... is set by the study; choose seeds with --seeds and arms with --arms"
+            )
+        overrides[key] = value
+    return overrides
+
+
+def parse_arms(text: str) -> list[str]:
+    arms = [arm.strip() for arm in text.split(",") if arm.strip()]
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown or not arms:
+        raise ParamError(
+            f"--arms: unknown arm {', '.join(unknown) or '(none given)'}; use some of: {', '.join(ARMS)}"
+        )
+    return arms
+
+
+def dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"error: `dvc {' '.join(args)}` failed:\n{result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout
+
+
+def experiments() -> dict[str, str]:
+    """{name: commit} of the experiments based on the current commit, from `dvc exp show --json`."""
+    found = {}
+    for commit in json.loads(dvc("exp", "show", "--json", "--hide-queued", "--hide-failed") or "[]"):
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                if rev.get("name") and not rev.get("error"):
+                    found[rev["name"]] = rev["rev"]
+    return found
+
+
+def run_study(name: str, seeds, arms: list[str], overrides: dict[str, str], jobs: int) -> None:
+    made = experiments()
+    queued = []
+    for seed in seeds:
+        for arm in arms:
+            experiment = f"{name}-s{seed}-{arm}"
+            if experiment in made:
+                print(f"study: {experiment} already made; kept")
+                continue
+            params = {**overrides, "seed": seed, **ARMS[arm]}
+            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
+            queued.append(experiment)
+    print(f"study {name}: {len(queued)} experiments queued; running them with `dvc exp run --run-all`")
+    if queued:
+        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], check=False)
+    failed = sorted(set(queued) - set(experiments()))
+    if failed:
+        raise SystemExit(
+            f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs {failed[0]}`,"
+            " fix the cause and run the same command again (finished experiments are kept)"
+        )
+
+
+def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:
+    """The study's results per seed, read at each experiment's commit."""
+    pattern = re.compile(rf"{re.escape(name)}-s(\d+)-({'|'.join(ARMS)})")
+    found = {m: rev for m, rev in experiments().items() if pattern.fullmatch(m)}
+    if not found:
+        raise SystemExit(
+            f"error: no experiments named {name}-s<seed>-<arm> on this commit; run `python -m stages.study"
+            " run` (or pass the study's --name)"
+        )
+    files = {experiment: DVCFileSystem(".", rev=rev) for experiment, rev in sorted(found.items())}
+    envs = {
+        experiment: yaml.safe_load(fs.read_text("params.yaml"))["env"] for experiment, fs in files.items()
+    }
+    if len(set(envs.values())) > 1:
+        mixed = ", ".join(f"{experiment} ({env})" for experiment, env in envs.items())
+        raise SystemExit(f"error: study {name} mixes envs: {mixed}; give each env its own --name")
+    seeds: dict[int, SeedResults] = {}
+    for experiment, fs in files.items():
+        seed_text, arm = pattern.fullmatch(experiment).groups()
+        results = seeds.setdefault(int(seed_text), SeedResults(int(seed_text), prompts={}))
+        models = (
+            {"grpo_viter3": "grpo"} if arm == "grpo_viter3" else {"base": "base", arm: "sft", "grpo": "grpo"}
+        )
+        for model, stage in models.items():
+            # base and grpo come with every sft arm of the seed: one copy is enough
+            if model in results.prompts:
+                continue
+            results.prompts[model] = read_per_prompt(fs, stage, metric, experiment)
+            results.evals[model] = json.loads(fs.read_text(f"metrics/eval/{stage}.json"))
+            if stage != "base":
+                results.training[model] = json.loads(fs.read_text(f"metrics/{stage}.json"))
+                curve = f"metrics/{stage}_live/plots/custom/success_vs_flops.json"
+                results.curves[model] = json.loads(fs.read_text(curve)) if fs.exists(curve) else []
+        results.training.setdefault("score", json.loads(fs.read_text("metrics/score.json")))
+    for results in seeds.values():
+        results.prompts = paired(results, name)
+    return next(iter(envs.values())), [seeds[s] for s in sorted(seeds)], sorted(found)
+
+
+def read_per_prompt(fs: DVCFileSystem, stage: str, metric: str, experiment: str) -> dict[str, pd.Series]:
+    path = f"metrics/eval/per_prompt/{stage}.csv"
+    if not fs.exists(path):
+        raise SystemExit(f"error: {experiment} has no {path}; it predates per-prompt results: remove it with "
+                         f"`dvc exp remove {experiment}` and run the study again")  # fmt: skip
+    with fs.open(path) as f:
+        table = pd.read_csv(f)
+    return {name: rows.set_index("id")[metric] for name, rows in table.groupby("set", sort=False)}
+
+
+def paired(results: SeedResults, name: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per-prompt success as arrays, once every model of the seed is known to have seen the same prompts."""
+    for eval_set in {s for sets in results.prompts.values() for s in sets}:
+        ids = {
+            model: tuple(sets[eval_set].index) for model, sets in results.prompts.items() if eval_set in sets
+        }
+        if len(set(ids.values())) > 1:
+            raise SystemExit(
+                f"error: study {name}, seed {results.seed}: models {', '.join(ids)} were evaluated on "
+                f"different {eval_set} prompts; rerun the study's experiments on one commit"
+            )
+    return {
+        model: {eval_set: series.to_numpy(dtype=float) for eval_set, series in sets.items()}
+        for model, sets in results.prompts.items()
+    }
+
+
+def write_claims(name: str, metric: str) -> None:
+    env, seeds, names = collect(name, metric)
+    rows = claims_table(seeds, env, visual=env.endswith("_vl"))
+    out = OUTPUT / name
+    header = (
+        f"# Claims on {env}: study `{name}`, seeds {', '.join(str(s.seed) for s in seeds)}\n\n"
+        f"Effect: the difference in {metric.replace('_', ' ')} the finding names (a ratio for wall time), "
+        "the mean over seeds, with 95% intervals over seeds (Student's t) and over eval prompts (bootstrap). "
+        f"{len(names)} experiments; `python -m stages.study claims` rewrites this file."
+    )
+    write_json(out / "claims.json", {"study": name, "env": env, "metric": metric, "experiments": names,
+                                     "seeds": [s.seed for s in seeds], "claims": rows})  # fmt: skip
+    (out / "claims.md").write_text(markdown(rows, header))
+    print((out / "claims.md").read_text())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
