@@ -119,10 +119,12 @@ def dvc(*args: str) -> str:
 
 
 def experiments() -> dict[str, str]:
-    """{name: commit} of the experiments based on the current commit, from `dvc exp show --json`."""
+    """{name: commit} of the finished experiments based on the current commit, from `dvc exp show --json`."""
     found = {}
     for commit in json.loads(dvc("exp", "show", "--json", "--hide-queued", "--hide-failed") or "[]"):
         for experiment in commit.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state", "success") != "success":
+                continue  # still running: its commit is not there yet
             for rev in experiment.get("revs") or []:
                 if rev.get("name") and not rev.get("error"):
                     found[rev["name"]] = rev["rev"]
