@@ -42,7 +42,8 @@ def main() -> None:
     passes = [sum(e.success for e in group) for group in episodes]
     tokens = sum(e.generated_tokens for group in episodes for e in group)
     histogram = [passes.count(c) for c in range(k + 1)]
-    write_csv(SCORES, [{"id": r["id"], "passes": p, "k": k} for r, p in zip(records, passes, strict=True)])
+    scores = [{"id": r["id"], "passes": p, "k": k} for r, p in zip(records, passes, strict=True)]
+    write_csv(SCORES, scores, fields=["id", "passes", "k"])  # the header even when there are no prompts
     metrics = {
         "prompts": len(records),
         "k": k,
