@@ -33,7 +33,7 @@ def main() -> None:
     env = choice(params, "env", ENV_NAMES)
     if env.endswith("_vl"):
         raise ParamError(f"env={env!r}: a vision-language base model is not supported yet; use gp_l, virl_l")
-    seed = integer(params, "seed", minimum=0)
+    seed = integer(params, "data_seed", minimum=0)
     path = get(params, "model.path")
     steps_key = "base.coldstart_steps" if path else "base.steps"
     if isinstance(get(params, steps_key), dict):  # one value per env family: base.steps.gp, base.steps.virl

@@ -7,6 +7,7 @@ training, `write_curve` pairs each point with the cumulative FLOPs of the run so
 plus 2·N per generated token) and writes it with dvclive, so `dvc plots show` draws SFT and GRPO on one axis.
 
 Points are stored in the trainer's log history, so a resumed run keeps the points made before it was killed.
+`FlopsBudget` stops a run once it has spent a given compute (grpo.max_flops), with a last point there.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class SuccessCurve(TrainerCallback):
         if self.every and (state.global_step % self.every == 0 or state.global_step == state.max_steps):
             self.evaluate(state, model)
 
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        # a run stopped early (FlopsBudget) ends with a point too
+        points = [log["step"] for log in state.log_history if PREFIX + "id" in log]
+        if state.global_step not in points:
+            self.evaluate(state, model)
+
     def evaluate(self, state, model) -> None:
         if not self.every or not state.is_world_process_zero:
             return
@@ -67,23 +74,46 @@ class SuccessCurve(TrainerCallback):
         print(f"curve: {point}", flush=True)
 
 
-def curve_points(log_history: list[dict], parameters: int, completions_per_step: int = 0) -> list[dict]:
-    """The curve points with the run's cumulative FLOPs at their step.
+def cumulative_flops(log_history: list[dict], parameters: int, completions_per_step: int = 0) -> dict:
+    """{step: the run's post-training FLOPs up to that step}, from its per-step logs (step 0: none).
 
     Trained tokens are the running `num_input_tokens_seen` (SFT) or `num_tokens` (GRPO) of the step's log;
     generated tokens (GRPO) add up `completions/mean_length` x completions per step over the steps so far.
     """
-    trained, generated, points = {0: 0}, {0: 0.0}, []
-    total = 0.0
+    flops, generated = {0: 0}, 0.0
     for log in log_history:
         if "loss" in log:
-            trained[log["step"]] = int(log.get("num_input_tokens_seen", log.get("num_tokens", 0)))
-            total += log.get("completions/mean_length", 0.0) * completions_per_step
-            generated[log["step"]] = total
+            trained = int(log.get("num_input_tokens_seen", log.get("num_tokens", 0)))
+            generated += log.get("completions/mean_length", 0.0) * completions_per_step
+            flops[log["step"]] = 6 * parameters * trained + 2 * parameters * round(generated)
+    return flops
+
+
+def curve_points(log_history: list[dict], parameters: int, completions_per_step: int = 0) -> list[dict]:
+    """The curve points, each with the run's cumulative FLOPs at its step."""
+    flops, points = cumulative_flops(log_history, parameters, completions_per_step), []
     for log in log_history:
         if PREFIX + "id" in log:
-            step = max(s for s in trained if s <= log["step"])
-            flops = 6 * parameters * trained[step] + 2 * parameters * round(generated[step])
+            step = max(s for s in flops if s <= log["step"])
             success = {key.removeprefix(PREFIX): v for key, v in log.items() if key.startswith(PREFIX)}
-            points.append({"step": log["step"], "flops": flops, **success})
+            points.append({"step": log["step"], "flops": flops[step], **success})
     return points
+
+
+class FlopsBudget(TrainerCallback):
+    """Stops training at the first step whose cumulative post-training FLOPs reach `budget` (grpo.max_flops).
+
+    The learning-rate schedule still spans every configured step, so the model is the one a full run has at
+    that compute: what a comparison at matched FLOPs reads off the curves, for less time.
+    """
+
+    def __init__(self, budget: float, parameters: int, completions_per_step: int):
+        self.budget, self.parameters, self.completions_per_step = budget, parameters, completions_per_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:  # the step's log is already in the history
+            flops = cumulative_flops(state.log_history, self.parameters, self.completions_per_step)
+            spent = flops[max(flops)]
+            if spent >= self.budget:
+                print(f"flops budget: {spent:.4g} >= {self.budget:.4g} at step {state.global_step}; stopping")
+                control.should_training_stop = True

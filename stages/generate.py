@@ -19,7 +19,7 @@ OUTPUT = Path("data/generated")
 def main() -> None:
     params = load_params()
     env = get_env(choice(params, "env", ENV_NAMES))
-    seed = integer(params, "seed", minimum=0)
+    seed = integer(params, "data_seed", minimum=0)
     cfg = dict(get(params, env.params_key))
     sizes = {split: integer(params, f"{env.params_key}.sizes.{split}", minimum=0) for split in env.splits}
     cfg.pop("sizes")

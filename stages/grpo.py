@@ -11,6 +11,8 @@ with training) when `rollout.engine` resolves to vllm, transformers otherwise.
 - `grpo.viter` > 1, verification iterations: a failed answer gets the verifier's reason as a user turn
   ("You failed this trial because ...") and the model answers again, through TRL's `rollout_func` hook. The
   trainer learns from every attempt; the feedback tokens are masked out of the loss (`env_mask`).
+- `grpo.max_flops` stops the run once its post-training FLOPs reach that budget (the schedule still spans
+  `grpo.steps`): the study runs grpo.viter 3 up to the compute of its viter-1 run, where they are compared.
 - `grpo.filter_groups`, DAPO's dynamic sampling: groups whose rewards are all equal carry no advantage; they
   are masked out of the loss, its KL term and its token normaliser. DAPO also resamples to refill the batch;
   here the batch simply holds fewer groups (TRL logs their share as frac_reward_zero_std).
@@ -30,7 +32,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from stages import checkpoints
-from stages.curves import SuccessCurve
+from stages.curves import FlopsBudget, SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
 from stages.params import ParamError, choice, get, integer, load_params, number
@@ -93,6 +95,7 @@ def main() -> None:
     if viter > 1 and env.visual:
         raise ParamError(f"grpo.viter={viter} is not supported for {env.name} yet (text envs only); use 1")
     filter_groups = flag(params, "grpo.filter_groups")
+    max_flops = None if get(params, "grpo.max_flops") is None else number(params, "grpo.max_flops", minimum=1)
     lr = number(params, "grpo.lr", minimum=0.0)
     engine, _, max_new_tokens = engine_params(params)
     grpo_args = dict(
@@ -137,6 +140,8 @@ def main() -> None:
         rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
     )
     trainer.add_callback(SuccessCurve(env, tokenizer, params, max_new_tokens, seed))
+    if max_flops is not None:
+        trainer.add_callback(FlopsBudget(max_flops, parameters, prompts_per_step * group))
     train_s = train(trainer, saves)
 
     if trainer.is_world_process_zero():

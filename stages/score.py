@@ -26,7 +26,7 @@ HISTOGRAM = Path("metrics/score_hist.csv")
 def main() -> None:
     params = load_params()
     env = get_env(choice(params, "env", ENV_NAMES))
-    seed = integer(params, "seed", minimum=0)
+    seed = integer(params, "data_seed", minimum=0)
     k = integer(params, "score.k", minimum=1)
     temperature = number(params, "score.temperature", minimum=0.0)
     top_p = number(params, "score.top_p", minimum=0.0, maximum=1.0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
         if env not in ENV_NAMES:
             raise ParamError(f"env={env!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
         name = args.name or env
-        run_study(name, range(args.seeds), arms, overrides, args.jobs)
+        run_study(name, list(range(args.seeds)), arms, overrides, args.jobs)
     else:
         name = args.name or get(load_params(), "env")
     write_claims(name, args.metric)
@@ -131,27 +132,64 @@ def experiments() -> dict[str, str]:
     return found
 
 
-def run_study(name: str, seeds, arms: list[str], overrides: dict[str, str], jobs: int) -> None:
+def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int) -> None:
+    """Run the experiments not made yet, in three rounds, each round's queue with `jobs` workers.
+
+    Experiments depend on each other through DVC's run cache: the first one makes the starting point
+    (generate, base, score, split) that every seed shares, each seed's first sft arm trains the seed's
+    viter-1 GRPO that its other sft arms restore, and grpo_viter3 trains up to that run's FLOPs
+    (grpo.max_flops), the compute at which the claims compare them. Rounds keep the queue's workers from
+    making the same stage twice.
+    """
     made = experiments()
-    queued = []
-    for seed in seeds:
-        for arm in arms:
+    sft_arms = [arm for arm in arms if arm != "grpo_viter3"]
+    first = sft_arms[:1]
+    rounds = [
+        [(seeds[0], arm) for arm in first],
+        [(seed, arm) for seed in seeds[1:] for arm in first],
+        [(seed, arm) for seed in seeds for arm in sft_arms[1:] + ["grpo_viter3"] * ("grpo_viter3" in arms)],
+    ]
+    env = dict(os.environ)
+    if jobs > 1:  # one torch thread pool per worker, not one per core each: oversubscribed, it runs 4x slower
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    ran = 0
+    for round_ in rounds:
+        queued = []
+        for seed, arm in round_:
             experiment = f"{name}-s{seed}-{arm}"
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
             params = {**overrides, "seed": seed, **ARMS[arm]}
+            if arm == "grpo_viter3":
+                params["grpo.max_flops"] = viter1_flops(name, seed, made)
             dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
             queued.append(experiment)
-    print(f"study {name}: {len(queued)} experiments queued; running them with `dvc exp run --run-all`")
-    if queued:
-        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], check=False)
-    failed = sorted(set(queued) - set(experiments()))
-    if failed:
-        raise SystemExit(
-            f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs {failed[0]}`,"
-            " fix the cause and run the same command again (finished experiments are kept)"
-        )
+        ran += len(queued)
+        if not queued:
+            continue
+        print(f"study {name}: running {len(queued)} experiments with `dvc exp run --run-all --jobs {jobs}`")
+        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], check=False, env=env)
+        made = experiments()
+        failed = sorted(set(queued) - set(made))
+        if failed:
+            raise SystemExit(
+                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
+                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
+            )
+    print(f"study {name}: {ran} experiments queued and run")
+
+
+def viter1_flops(name: str, seed: int, made: dict[str, str]) -> int:
+    """The post-training FLOPs of the seed's viter-1 GRPO, read from an experiment of an sft arm."""
+    for arm in ARMS:
+        if arm != "grpo_viter3" and f"{name}-s{seed}-{arm}" in made:
+            fs = DVCFileSystem(".", rev=made[f"{name}-s{seed}-{arm}"])
+            return json.loads(fs.read_text("metrics/grpo.json"))["flops"]
+    raise ParamError(
+        f"--arms: grpo_viter3 trains up to the FLOPs of seed {seed}'s viter-1 GRPO, which an sft arm makes; "
+        "add one (e.g. --arms sft_all,grpo_viter3)"
+    )
 
 
 def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:

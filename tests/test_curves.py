@@ -49,6 +49,16 @@ def test_training_stages_plot_success_against_flops(micro_split, tmp_path, name)
     assert flops[-1] == json.loads((repo / "metrics" / f"{name}.json").read_text())["flops"]
     assert all(0 <= p[key] <= 1 for p in points for key in ("id", "ood_rule"))
 
+    if name == "grpo":  # a FLOPs budget reached at step 2 stops the run there, with a last point
+        set_params(repo, {"grpo.max_flops": flops[1]})
+        stage(name, repo)
+        budgeted = json.loads(
+            (repo / "metrics" / "grpo_live" / "plots" / "custom" / "success_vs_flops.json").read_text()
+        )
+        assert budgeted == points[:2]
+        assert json.loads((repo / "metrics" / "grpo.json").read_text())["steps"] == 2
+        set_params(repo, {"grpo.max_flops": None})
+
     set_params(repo, {"curves.eval_every": 0})  # off: no evaluation, an empty curve file all the same
     stage(name, repo)
     assert (

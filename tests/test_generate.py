@@ -44,7 +44,7 @@ def test_dvc_repro_forced_twice_gives_the_same_lock(repo):
         ({"env": "chess"}, "env="),
         ({"generate.gp.sizes.train": -1}, "generate.gp.sizes.train"),
         ({"generate.gp.num_cards": 9}, "generate.gp.num_cards"),
-        ({"seed": "abc"}, "seed"),
+        ({"data_seed": "abc"}, "data_seed"),
     ],
 )
 def test_bad_params_stop_with_one_line_and_write_nothing(tmp_path, overrides, named):

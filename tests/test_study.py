@@ -6,7 +6,9 @@ import json
 import sys
 
 import pytest
+import yaml
 from conftest import assert_one_line_error, make_repo, run
+from dvc.api import DVCFileSystem
 
 # Two optimizer steps per stage, curves at every step: the study's plumbing, not its findings.
 MICRO_STUDY = {
@@ -23,24 +25,37 @@ MICRO_STUDY = {
 STUDY = [sys.executable, "-m", "stages.study"]
 
 
-def experiment_names(repo) -> set[str]:
+def experiments(repo) -> dict[str, str]:
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    return {rev["name"] for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]}
+    revs = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]]
+    return {rev["name"]: rev["rev"] for rev in revs}
+
+
+def read_at(repo, rev: str, path: str) -> str:
+    return DVCFileSystem(str(repo), rev=rev).read_text(path)
 
 
 @pytest.mark.slow
 def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
     repo = make_repo(tmp_path / "repo", MICRO_STUDY)
-    arms = ["--arms", "sft_all,grpo_viter3", "--name", "micro"]
+    arms = ["--arms", "sft_all,grpo_viter3", "--name", "micro", "--jobs", "2"]
     first = run([*STUDY, "run", "--seeds", "2", *arms], repo)
     made = {f"micro-s{seed}-{arm}" for seed in (0, 1) for arm in ("sft_all", "grpo_viter3")}
-    assert experiment_names(repo) == made
+    revs = experiments(repo)
+    assert set(revs) == made
 
-    # The viter-3 arm reused its seed's upstream stages instead of running them again.
+    # Seed 1 started from seed 0's data and model; the viter-3 arm reused its seed's upstream stages too,
+    # and trained up to the FLOPs of the seed's viter-1 GRPO.
+    log = run(["dvc", "queue", "logs", "micro-s1-sft_all"], repo).stdout
+    for stage in ("generate", "base", "score", "split"):
+        assert f"Stage '{stage}' is cached - skipping run" in log, log
     log = run(["dvc", "queue", "logs", "micro-s0-grpo_viter3"], repo).stdout
     assert "Running stage 'grpo':" in log
     for stage in ("generate", "base", "score", "split", "sft", "evaluate@base", "evaluate@sft"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log
+    viter1 = json.loads(read_at(repo, revs["micro-s0-sft_all"], "metrics/grpo.json"))
+    params = yaml.safe_load(read_at(repo, revs["micro-s0-grpo_viter3"], "params.yaml"))
+    assert params["grpo"]["max_flops"] == viter1["flops"] and params["grpo"]["viter"] == 3
 
     claims = json.loads((repo / "study" / "micro" / "claims.json").read_text())
     assert claims["env"] == "gp_l" and claims["seeds"] == [0, 1] and claims["experiments"] == sorted(made)
@@ -56,7 +71,7 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
 
     # The same command again: every experiment is kept, nothing runs, the table is the same.
     again = run([*STUDY, "run", "--seeds", "2", *arms], repo)
-    assert again.stdout.count("already made; kept") == 4 and "0 experiments queued" in again.stdout
+    assert again.stdout.count("already made; kept") == 4 and "0 experiments queued and run" in again.stdout
     assert json.loads((repo / "study" / "micro" / "claims.json").read_text()) == claims
 
     # An experiment of another env under the study's name: the claims refuse to mix them.
@@ -72,4 +87,6 @@ def test_a_study_needs_a_seed_and_known_arms(tmp_path):
     unknown = run([*STUDY, "run", "--arms", "sft_all,rl"], repo, check=False)
     assert_one_line_error(unknown, "unknown arm rl", "sft_easy_medium")
     assert_one_line_error(run([*STUDY, "claims", "--name", "none"], repo, check=False), "none-s<seed>-<arm>")
+    alone = run([*STUDY, "run", "--arms", "grpo_viter3"], repo, check=False)
+    assert_one_line_error(alone, "grpo_viter3 trains up to the FLOPs", "--arms sft_all,grpo_viter3")
     assert not (repo / "study").exists()
