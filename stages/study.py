@@ -6,11 +6,13 @@
     python -m stages.study claims                   # the table again, from the experiments already made
 
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
-`dvc exp run --queue`, and runs the queue with `dvc exp run --run-all`. An arm sets the params that make it
-(ARMS); every experiment also trains GRPO and evaluates every model. Experiments of one seed share generate,
-base, score and split, and the sft arms share grpo: DVC restores those from its run cache, so each experiment
-runs only what is its own. Experiments already made under these names are kept, so rerunning the command
-resumes a study that stopped midway. `dvc exp show` lists them; `dvc exp apply` and `dvc exp push` take each.
+`dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
+params that make it (ARMS); every experiment also trains GRPO and evaluates every model. Seeds vary `seed`
+(post-training and evaluation samples) from one starting point (`data_seed`: data, base model, scores).
+DVC restores what experiments share from its run cache, so each runs only what is its own; run_study orders
+them in rounds so no two workers make the same stage. Experiments already made under these names are kept,
+so rerunning the command resumes a study that stopped midway. `dvc exp show` lists them; `dvc exp apply`
+and `dvc exp push` take each.
 
 `claims` reads the experiments of the current commit through DVC (`dvc exp show --json` for their names,
 dvc.api.DVCFileSystem for the files at each experiment) and writes study/<name>/claims.md and claims.json.
@@ -72,6 +74,8 @@ def main(argv: list[str]) -> None:
     if args.command == "run":
         overrides = parse_sets(args.set)
         arms = parse_arms(args.arms)
+        if args.jobs < 1:
+            raise ParamError(f"--jobs={args.jobs}: run at least 1 experiment at a time")
         if args.seeds < 1:
             raise ParamError(
                 f"--seeds={args.seeds}: a study needs at least 1 seed (3 gives intervals over seeds)"
@@ -149,9 +153,6 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
         [(seed, arm) for seed in seeds[1:] for arm in first],
         [(seed, arm) for seed in seeds for arm in sft_arms[1:] + ["grpo_viter3"] * ("grpo_viter3" in arms)],
     ]
-    env = dict(os.environ)
-    if jobs > 1:  # one torch thread pool per worker, not one per core each: oversubscribed, it runs 4x slower
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     ran = 0
     for round_ in rounds:
         queued = []
@@ -168,8 +169,12 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
         ran += len(queued)
         if not queued:
             continue
-        print(f"study {name}: running {len(queued)} experiments with `dvc exp run --run-all --jobs {jobs}`")
-        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], check=False, env=env)
+        workers = min(jobs, len(queued))
+        env = dict(os.environ)
+        if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        print(f"study {name}: running {len(queued)} experiments, {workers} at a time (dvc exp run --run-all)")
+        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], check=False, env=env)
         made = experiments()
         failed = sorted(set(queued) - set(made))
         if failed:
