@@ -155,17 +155,18 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
     ]
     ran = 0
     for round_ in rounds:
-        queued = []
+        todo = {}  # every experiment's params first, so a missing viter-1 run stops before anything is queued
         for seed, arm in round_:
             experiment = f"{name}-s{seed}-{arm}"
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
-            params = {**overrides, "seed": seed, **ARMS[arm]}
+            todo[experiment] = {**overrides, "seed": seed, **ARMS[arm]}
             if arm == "grpo_viter3":
-                params["grpo.max_flops"] = viter1_flops(name, seed, made)
+                todo[experiment]["grpo.max_flops"] = viter1_flops(name, seed, made)
+        for experiment, params in todo.items():
             dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
-            queued.append(experiment)
+        queued = list(todo)
         ran += len(queued)
         if not queued:
             continue
