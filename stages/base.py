@@ -3,8 +3,9 @@
     dvc repro base          # or: python -m stages.base
 
 With `model.path: null` (the embedded default) it builds a word-level tokenizer and a small Llama
-offline and pretrains it with TRL's SFTTrainer on the mixed-rule corpus, so the model follows the
-rule stated in the prompt, the OOD one included, as a pretrained LLM would. With `model.path` set to
+(text envs) or Qwen2-VL (VL envs) offline and pretrains it with TRL's SFTTrainer on the mixed-rule
+corpus, so the model reads the images and follows the rule stated in the prompt, the OOD one included,
+as a pretrained model would. With `model.path` set to
 a local Hugging Face checkpoint it runs an optional cold-start SFT on ID prompts (DC-SFT) instead.
 A killed run resumes from its last checkpoint when run again (stages/checkpoints.py).
 """
@@ -19,7 +20,16 @@ from trl import SFTConfig, SFTTrainer
 
 from stages import checkpoints
 from stages.envs import ENV_NAMES
-from stages.modeling import build_model, build_tokenizer, count_parameters, load_model
+from stages.modeling import (
+    build_model,
+    build_processor,
+    build_tokenizer,
+    build_vl_model,
+    check_model_dir,
+    count_parameters,
+    is_vision_language,
+    load_model,
+)
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.storage import atomic_dir, read_split, write_json
 from stages.training import conversational, train, trainer_defaults
@@ -28,11 +38,22 @@ OUTPUT = Path("models/base")
 DATA = Path("data/generated")
 
 
+def image_size(data, env: str) -> tuple[int, int]:
+    """(width, height) of the corpus images; the generate stage draws them all at one size."""
+    corpus = DATA / "corpus.parquet"
+    if "image" not in data.column_names:
+        raise ParamError(
+            f"env={env}: {corpus} has no images (generated for a text env); run `dvc repro generate`"
+        )
+    if len(data) == 0:
+        raise ParamError(f"{corpus} is empty; raise generate.{env.split('_')[0]}.sizes.corpus above 0")
+    return data[0]["image"].size
+
+
 def main() -> None:
     params = load_params()
     env = choice(params, "env", ENV_NAMES)
-    if env.endswith("_vl"):
-        raise ParamError(f"env={env!r}: a vision-language base model is not supported yet; use gp_l, virl_l")
+    visual = env.endswith("_vl")
     seed = integer(params, "data_seed", minimum=0)
     path = get(params, "model.path")
     steps_key = "base.coldstart_steps" if path else "base.steps"
@@ -44,23 +65,34 @@ def main() -> None:
     max_length = integer(params, "model.max_length", minimum=16)
 
     if path:  # a real checkpoint: cold-start SFT on the ID training prompts
-        tokenizer, model = load_model(path, param="model.path")
+        if is_vision_language(check_model_dir(path, "model.path")) != visual:  # before loading any weights
+            kind, want = ("a text-only", "a vision-language") if visual else ("a vision-language", "a text")
+            raise ParamError(f"model.path={str(path)!r} is {kind} checkpoint; env={env} needs {want} one")
+        processor, model = load_model(path, param="model.path")
         data = read_split(DATA / "train.parquet")
     else:
         data = read_split(DATA / "corpus.parquet")
-        tokenizer = build_tokenizer([*data["prompt"], *data["answer"]])
-        model = build_model(
-            tokenizer,
+        tokenizer = build_tokenizer([*data["prompt"], *data["answer"]], vision=visual)
+        size = dict(
             hidden_size=integer(params, "model.hidden_size", minimum=8),
             layers=integer(params, "model.layers", minimum=1),
             heads=integer(params, "model.heads", minimum=1),
             max_length=max_length,
             seed=seed,
         )
+        if visual:  # a small Qwen2-VL, its processor sized for the env's images
+            vision = dict(
+                vision_hidden_size=integer(params, "model.vision_hidden_size", minimum=8),
+                vision_layers=integer(params, "model.vision_layers", minimum=1),
+            )
+            model = build_vl_model(tokenizer, **size, **vision)
+            processor = build_processor(tokenizer, *image_size(data, env))
+        else:
+            processor, model = tokenizer, build_model(tokenizer, **size)
     n_params = count_parameters(model)
     print(
-        f"base: {'model.path=' + str(path) if path else 'embedded Llama'}, {n_params:,} parameters, "
-        f"{steps} steps on {len(data)} examples"
+        f"base: {'model.path=' + str(path) if path else 'embedded ' + type(model).__name__}, {n_params:,} "
+        f"parameters, {steps} steps on {len(data)} examples"
     )
 
     start = time.perf_counter()
@@ -72,13 +104,13 @@ def main() -> None:
             max_length=max_length,
         )
         trainer = SFTTrainer(
-            model=model, args=args, train_dataset=conversational(data), processing_class=tokenizer
+            model=model, args=args, train_dataset=conversational(data), processing_class=processor
         )
         train(trainer, saves)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     with atomic_dir(OUTPUT) as out:
         model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        processor.save_pretrained(out)
         info = {
             "parameters": n_params,
             "steps": steps,

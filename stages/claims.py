@@ -185,9 +185,7 @@ CLAIMS = (
         text="RL raises visual recognition",
         paper={"*": "SFTvsRL: recognition rises with RL"},
         direction=+1,
-        on_seed=lambda seed: (
-            training_value(seed, "grpo", "recognition") - training_value(seed, "base", "recognition")
-        ),
+        on_seed=lambda seed: recognition(seed, "grpo") - recognition(seed, "base"),
         visual=True,
     ),
     Claim(

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from stages.envs import Env
 from stages.params import integer, number
 from stages.rollout import HFEngine, rollout
-from stages.storage import read_split
+from stages.storage import read_records
 
 DATA = Path("data/generated")
 SETS = {"id": "eval_id", "ood_rule": "eval_ood_rule"}
@@ -30,17 +30,16 @@ PREFIX = "curve/"  # log-history keys of the curve points: curve/id, curve/ood_r
 class SuccessCurve(TrainerCallback):
     """Evaluates the model under training at step 0 and every `every` steps, on the main process."""
 
-    def __init__(self, env: Env, tokenizer, params, max_new_tokens: int, seed: int):
+    def __init__(self, env: Env, processor, params, max_new_tokens: int, seed: int):
         self.every = integer(params, "curves.eval_every", minimum=0)
         prompts = integer(params, "curves.prompts", minimum=1)
         self.temperature = number(params, "curves.temperature", minimum=0.0)
         self.samples = integer(params, "curves.samples", minimum=1)
-        self.env, self.tokenizer, self.max_new_tokens, self.seed = env, tokenizer, max_new_tokens, seed
+        self.env, self.processor, self.max_new_tokens, self.seed = env, processor, max_new_tokens, seed
         self.sets = {}
         if self.every:
             for name, split in SETS.items():
-                records = read_split(DATA / f"{split}.parquet")
-                self.sets[name] = records.select(range(min(prompts, len(records)))).to_list()
+                self.sets[name] = read_records(DATA / f"{split}.parquet", limit=prompts)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0:  # a resumed run has its earlier points in the restored log history
@@ -62,7 +61,7 @@ class SuccessCurve(TrainerCallback):
         point = {"step": state.global_step}
         # The engine seeds torch for reproducible samples; fork_rng keeps the training's random stream intact.
         with torch.random.fork_rng(devices=[]):
-            engine = HFEngine(model, self.tokenizer, batch_size=len(self.sets["id"]), seed=self.seed)
+            engine = HFEngine(model, self.processor, batch_size=len(self.sets["id"]), seed=self.seed)
             for name, records in self.sets.items():
                 episodes = rollout(
                     engine, self.env, records, self.samples, self.temperature, 1.0, self.max_new_tokens

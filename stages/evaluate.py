@@ -5,8 +5,10 @@
 Reads models/<model> and data/generated/eval_{id,ood_rule,ood_visual}.parquet (ood_visual for VL
 envs only). Per eval set: greedy success (temperature 0), mean success over `evaluate.samples`
 sampled answers, and pass@k with the unbiased estimator; V-IRL adds per-step accuracy and route
-success (every step of a route right). Writes metrics/eval/<model>.json, and the success of every
-prompt in metrics/eval/per_prompt/<model>.csv, which the study's claims table resamples for its intervals.
+success (every step of a route right); VL envs add recognition, the share of answers whose stated
+cards (GP-VL) or observation (V-IRL-VL) match the image, greedy and sampled. Writes
+metrics/eval/<model>.json, and the success of every prompt in metrics/eval/per_prompt/<model>.csv,
+which the study's claims table resamples for its intervals.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split, write_csv, write_json
+from stages.storage import read_records, write_csv, write_json
 
 DATA = Path("data/generated")
 OUTPUT = Path("metrics/eval")
@@ -42,8 +44,18 @@ def route_success(records: list[dict], successes: list[bool]) -> float:
     return sum(all(steps) for steps in routes.values()) / len(routes)
 
 
-def score_section(records, greedy, sampled, k: int, virl: bool) -> dict[str, float]:
-    """Every number lies in [0, 1], so sections compare across models and envs."""
+def recognized(episode) -> bool:
+    """Whether an answer read the image right; an answer that states nothing parsable (None) did not."""
+    return episode.recognized is True
+
+
+def score_section(records, greedy, sampled, k: int, virl: bool, visual: bool = False) -> dict[str, float]:
+    """Every number lies in [0, 1], so sections compare across models and envs.
+
+    `greedy` and `sampled` hold one list of episodes per record (1 and n of them). With `visual`,
+    `recognition` is the share of greedy answers that read the image right, `recognition_sampled`
+    the share of sampled ones: the same answers as greedy_success and mean_success.
+    """
     n = len(sampled[0])
     first = [episodes[0].success for episodes in greedy]
     passes = [sum(e.success for e in episodes) for episodes in sampled]
@@ -58,20 +70,28 @@ def score_section(records, greedy, sampled, k: int, virl: bool) -> dict[str, flo
         # Sample j of every step forms one sampled walk of the route; average over the n walks.
         walks = [route_success(records, [eps[j].success for eps in sampled]) for j in range(n)]
         section["route_success_sampled"] = sum(walks) / n
+    if visual:
+        section["recognition"] = sum(recognized(episodes[0]) for episodes in greedy) / len(records)
+        read = sum(recognized(e) for episodes in sampled for e in episodes)
+        section["recognition_sampled"] = read / (n * len(records))
     return {key: round(value, 4) for key, value in section.items()}
 
 
-def per_prompt_rows(name: str, records, greedy, sampled) -> list[dict]:
-    """One row per prompt: greedy success (0 or 1) and the share of sampled answers that succeed."""
-    return [
-        {
+def per_prompt_rows(name: str, records, greedy, sampled, visual: bool = False) -> list[dict]:
+    """One row per prompt: greedy success (0 or 1), the share of sampled answers that succeed and,
+    for VL envs, whether the greedy answer read the image right (0 or 1)."""
+    rows = []
+    for record, first, answers in zip(records, greedy, sampled, strict=True):
+        row = {
             "set": name,
             "id": record["id"],
             "greedy_success": int(first[0].success),
             "mean_success": round(sum(e.success for e in answers) / len(answers), 4),
         }
-        for record, first, answers in zip(records, greedy, sampled, strict=True)
-    ]
+        if visual:
+            row["recognized"] = int(recognized(first[0]))
+        rows.append(row)
+    return rows
 
 
 def load_eval_sets(env) -> dict[str, list[dict]]:
@@ -81,7 +101,7 @@ def load_eval_sets(env) -> dict[str, list[dict]]:
         path = DATA / f"{SECTIONS[name]}.parquet"
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (env={env.name}); run `dvc repro generate` first")
-        records = read_split(path).to_list()
+        records = read_records(path)
         if not records:
             key = f"{env.params_key}.sizes.{SECTIONS[name]}"
             raise ParamError(f"{path} holds no records; raise {key} above 0 and run `dvc repro generate`")
@@ -123,8 +143,8 @@ def main(argv: list[str]) -> None:
     for name, records in eval_sets.items():
         greedy = rollout(engine, env, records, 1, 0.0, 1.0, max_new_tokens, viter)
         sampled = rollout(engine, env, records, samples, temperature, top_p, max_new_tokens, viter)
-        metrics[name] = score_section(records, greedy, sampled, k, env.name.startswith("virl"))
-        rows += per_prompt_rows(name, records, greedy, sampled)
+        metrics[name] = score_section(records, greedy, sampled, k, env.name.startswith("virl"), env.visual)
+        rows += per_prompt_rows(name, records, greedy, sampled, env.visual)
         print(f"evaluate {argv[0]} on {name} ({len(records)} prompts): {metrics[name]}")
     metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
     metrics["wall_s"] = round(time.perf_counter() - start, 1)

@@ -2,7 +2,8 @@
 
     dvc repro generate          # or: python -m stages.generate
 
-Writes data/generated/{train,eval_id,eval_ood_rule,eval_ood_visual (VL),corpus}.parquet.
+Writes data/generated/{train,eval_id,eval_ood_rule,eval_ood_visual (VL),corpus}.parquet. Records are
+made as they are written, a row group at a time, so memory does not grow with the splits' sizes.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ def main() -> None:
     cfg = dict(get(params, env.params_key))
     sizes = {split: integer(params, f"{env.params_key}.sizes.{split}", minimum=0) for split in env.splits}
     cfg.pop("sizes")
-    records = env.generate(sizes, cfg, seed)  # validates cfg before anything is written
+    records = env.iter_records(sizes, cfg, seed)  # validates cfg before anything is written
     with atomic_dir(OUTPUT) as out:
         for split in env.splits:
-            write_split(records[split], out / f"{split}.parquet")
-            print(f"generate {env.name}: {split:16s} {len(records[split]):7d} records")
+            count = write_split(records[split], out / f"{split}.parquet")
+            print(f"generate {env.name}: {split:16s} {count:7d} records")
 
 
 if __name__ == "__main__":

@@ -113,13 +113,12 @@ def main() -> None:
     )
     peft_config = lora_config(params, "grpo")
     data, sizes = select_prompts(subset, False, "grpo.subset", "")
-    tokenizer, model = load_model(BASE, param="models/base")
+    processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "grpo.lora.target_modules")
     parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
-    # Prompts without answers; `task` (and `image`) columns reach the reward function as keyword arguments.
-    extra = data.select_columns([c for c in ("task", "image") if c in data.column_names])
+    # Prompts (and VL images) without answers; `task` reaches the reward function as a keyword argument.
     prompts = datasets.concatenate_datasets(
-        [conversational(data).remove_columns("completion"), extra], axis=1
+        [conversational(data).remove_columns("completion"), data.select_columns(["task"])], axis=1
     )
     print(
         f"grpo: {env.name}, subset={subset}: {len(data)} prompts, {steps} steps of {prompts_per_step} x "
@@ -135,18 +134,18 @@ def main() -> None:
         reward_funcs=env_reward(env),
         args=GRPOConfig(**defaults, **grpo_args),
         train_dataset=prompts,
-        processing_class=tokenizer,
+        processing_class=processor,
         peft_config=peft_config,
         rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
     )
-    trainer.add_callback(SuccessCurve(env, tokenizer, params, max_new_tokens, seed))
+    trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
     if max_flops is not None:
         trainer.add_callback(FlopsBudget(max_flops, parameters, prompts_per_step * group))
     train_s = train(trainer, saves)
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:
-            save_trained(trainer, tokenizer, out)
+            save_trained(trainer, processor, out)
         write_curves(trainer, LIVE, parameters, completions_per_step=prompts_per_step * group)
         lengths = series(trainer, "completions/mean_length")  # model tokens per completion, each step
         metrics = run_metrics(

@@ -4,8 +4,10 @@
 
 Reads metrics/eval/<model>.json (evaluate) and metrics/{sft,grpo}.json (training). Writes
 metrics/summary.json, metrics/summary.md (models x eval sets, deltas against base, FLOPs, wall
-time, gradient norms) and metrics/report/<model>.csv, the data behind the ID-vs-OOD and
-OOD-vs-FLOPs plots declared in dvc.yaml. A model whose stage has not run shows "-".
+time, gradient norms; for VL envs the recognition of every eval set) and metrics/report/<model>.csv,
+the data behind the ID-vs-OOD and OOD-vs-FLOPs plots declared in dvc.yaml, and
+metrics/report/recognition/<model>.csv, the data behind the success-vs-recognition plots (header only
+for text envs, so the plots stay empty rather than failing). A model whose stage has not run shows "-".
 """
 
 from __future__ import annotations
@@ -22,15 +24,29 @@ EVAL_DIR = Path("metrics/eval")
 SUMMARY_JSON = Path("metrics/summary.json")
 SUMMARY_MD = Path("metrics/summary.md")
 PLOT_DIR = Path("metrics/report")
+RECOGNITION_DIR = PLOT_DIR / "recognition"
+# Success and recognition of every eval set side by side, one row per model (VL envs only).
+RECOGNITION_FIELDS = ["model", *(f for name in EVALS for f in (name, f"recognition_{name}"))]
+# Metrics over the sampled answers; the others (greedy_success, step_accuracy, route_success) are greedy.
+SAMPLED = ("mean_success", "pass_at_k", "route_success_sampled")
 
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def recognition_key(metric: str) -> str:
+    """The recognition measured on the same answers as `metric`: sampled or greedy."""
+    return "recognition_sampled" if metric in SAMPLED else "recognition"
+
+
 def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], metric: str) -> dict:
-    """{model: {eval: value, delta_<eval>: value - base, flops, wall_s, ...}} for the models that ran."""
+    """{model: {eval: value, delta_<eval>: value - base, flops, wall_s, ...}} for the models that ran.
+
+    VL evals (with recognition) add recognition_<eval>, measured on the same answers as `metric`.
+    """
     base = evals.get("base") or {}
+    recognition = recognition_key(metric)
     rows = {}
     for model, result in evals.items():
         if result is None:
@@ -47,6 +63,9 @@ def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], m
             row[name] = result[name][metric]
             if name in base:
                 row[f"delta_{name}"] = round(result[name][metric] - base[name][metric], 4)
+        for name in EVALS:
+            if recognition in result.get(name, {}):
+                row[f"recognition_{name}"] = result[name][recognition]
         cost = training.get(model)
         # The base model is the starting point: no post-training compute.
         row["flops"] = 0 if model == "base" else cost and cost.get("flops")
@@ -60,8 +79,15 @@ def fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def recognized_evals(rows: dict) -> list[str]:
+    """The eval sets with a recognition number for some model, in EVALS order (none for text envs)."""
+    return [name for name in EVALS if any(f"recognition_{name}" in row for row in rows.values())]
+
+
 def markdown(rows: dict, evals: list[str], header: str, details: dict[str, dict]) -> str:
+    recognized = recognized_evals(rows)
     columns = ["model"] + [c for name in evals for c in (EVALS[name], f"Δ {EVALS[name]}")]
+    columns += [f"{EVALS[name]} recognition" for name in recognized]
     columns += ["train prompts", "post-training FLOPs", "wall time (s)", "grad norm mean / max"]
     lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for model in MODELS:
@@ -70,6 +96,7 @@ def markdown(rows: dict, evals: list[str], header: str, details: dict[str, dict]
         for name in evals:
             delta = row.get(f"delta_{name}")
             cells += [fmt(row.get(name)), "" if model == "base" and row else fmt(delta, "+.3f")]
+        cells += [fmt(row.get(f"recognition_{name}")) for name in recognized]
         grad = f"{fmt(row.get('grad_norm_mean'), '.2f')} / {fmt(row.get('grad_norm_max'), '.2f')}"
         cells += [
             fmt(row.get("train_prompts"), "d"),
@@ -110,15 +137,31 @@ def main() -> None:
         f"k={base['k']}. Δ is against base; '-' means that stage has not run."
     )
     details = {model: result for model, result in evals.items() if result is not None}
+    recognized = recognized_evals(rows)
+    if recognized:
+        header += (
+            f" Recognition (`{recognition_key(metric)}`): share of the same answers whose stated cards or"
+            " observation match the image."
+        )
 
     summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
+    if recognized:
+        summary["recognition"] = recognition_key(metric)
     write_json(SUMMARY_JSON, summary)
     SUMMARY_MD.write_text(markdown(rows, names, header, details))
     # One file per model, so DVC's plots name each model in the legend.
     for model in MODELS:
         ready = model in rows and rows[model]["flops"] is not None
         row = [{"model": model, **rows[model]}] if ready else []
-        write_csv(PLOT_DIR / f"{model}.csv", row, fields=["model", *names, "flops"])
+        fields = ["model", *names, *(f"recognition_{name}" for name in recognized), "flops"]
+        write_csv(PLOT_DIR / f"{model}.csv", row, fields=fields)
+        # Written for every env and model: DVC renders a header-only file as an empty plot, without a warning.
+        seen = model in rows and any(f"recognition_{name}" in rows[model] for name in recognized)
+        write_csv(
+            RECOGNITION_DIR / f"{model}.csv",
+            [{"model": model, **rows[model]}] if seen else [],
+            fields=RECOGNITION_FIELDS,
+        )
     print(SUMMARY_MD.read_text())
 
 

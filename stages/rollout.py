@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stages.envs import FEEDBACK_PREFIX, Env
+from stages.modeling import load_model, text_tokenizer
 from stages.params import ParamError, choice, integer
 
 ENGINES = ("auto", "hf", "vllm")
@@ -30,19 +31,25 @@ class Rollout:
     success: bool = False
     reward: float = 0.0
     generated_tokens: int = 0
+    recognized: bool | None = None  # VL envs: did the last attempt read the image right (None for text envs)
 
 
 class HFEngine:
-    """Batched sampling with transformers' generate (KV cache on), left-padded prompts."""
+    """Batched sampling with transformers' generate (KV cache on), left-padded prompts.
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, seed: int = 0):
-        self.model, self.tokenizer, self.batch_size, self.seed = model.eval(), tokenizer, batch_size, seed
+    `processor` is the model's tokenizer, or for a VLM its processor, which turns the image parts of the
+    conversations into pixel values and image tokens.
+    """
+
+    def __init__(self, model, processor, batch_size: int = 64, seed: int = 0):
+        self.model, self.processor, self.batch_size, self.seed = model.eval(), processor, batch_size, seed
+        self.tokenizer = text_tokenizer(processor)
         self.tokenizer.padding_side = "left"
         # Stop at every end token the checkpoint declares, as TRL and vLLM do: Qwen's generation_config lists
         # <|endoftext|> next to the tokenizer's eos <|im_end|>.
         declared = model.generation_config.eos_token_id
         declared = [] if declared is None else [declared] if isinstance(declared, int) else list(declared)
-        self.eos_ids = list(dict.fromkeys([tokenizer.eos_token_id, *declared]))
+        self.eos_ids = list(dict.fromkeys([self.tokenizer.eos_token_id, *declared]))
 
     @torch.inference_mode()
     def generate(
@@ -52,11 +59,16 @@ class HFEngine:
         results = []
         batches = range(0, len(conversations), self.batch_size)
         for start in tqdm(batches, desc="rollout", unit="batch", disable=len(batches) < 2):
+            batch = conversations[start : start + self.batch_size]
             texts = [
-                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                for c in conversations[start : start + self.batch_size]
+                self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                for c in batch
             ]
-            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            images = [image for c in batch for image in conversation_images(c)]
+            encode = dict(images=images) if images else {}
+            inputs = self.processor(
+                text=texts, **encode, return_tensors="pt", padding=True, add_special_tokens=False
+            )
             inputs = inputs.to(self.model.device)
             # Greedy decoding gives one answer per prompt, repeated n times. Sampling is exactly temperature
             # and top_p, as with vLLM and TRL: the checkpoint's own defaults (Qwen's top_k=20 and
@@ -97,8 +109,41 @@ class VLLMEngine:
         params = SamplingParams(
             n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=self.seed
         )
+        conversations = [[vllm_message(m) for m in c] for c in conversations]
         outputs = self.llm.chat(conversations, params, use_tqdm=True)
         return [[(o.text.strip(), len(o.token_ids)) for o in out.outputs] for out in outputs]
+
+
+def vllm_message(message: dict) -> dict:
+    """A message for vLLM's chat, which takes an in-memory image as an "image_pil" part."""
+    if isinstance(message["content"], str):
+        return message
+    parts = [
+        {"type": "image_pil", "image_pil": p["image"]} if p["type"] == "image" else p
+        for p in message["content"]
+    ]
+    return {**message, "content": parts}
+
+
+def first_turn(record: dict) -> dict:
+    """The user turn of a record: its prompt, after its image for VL envs (the image parts TRL builds too)."""
+    if record.get("image") is None:
+        return {"role": "user", "content": record["prompt"]}
+    return {
+        "role": "user",
+        "content": [{"type": "image", "image": record["image"]}, {"type": "text", "text": record["prompt"]}],
+    }
+
+
+def conversation_images(conversation: Conversation) -> list:
+    """The images of a conversation's image parts, in order."""
+    return [
+        part["image"]
+        for message in conversation
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image"
+    ]
 
 
 def resolve_engine(name: str) -> str:
@@ -121,12 +166,10 @@ def make_engine(name: str, model_dir: str | Path, batch_size: int, seed: int):
     """An engine for the model saved at `model_dir` (`name` already resolved)."""
     if name == "vllm":
         return VLLMEngine(model_dir, seed=seed)
-    from stages.modeling import load_model
-
-    tokenizer, model = load_model(model_dir, param="model directory")
+    processor, model = load_model(model_dir, param="model directory")
     if torch.cuda.is_available():
         model = model.to("cuda")
-    return HFEngine(model, tokenizer, batch_size=batch_size, seed=seed)
+    return HFEngine(model, processor, batch_size=batch_size, seed=seed)
 
 
 def rollout(
@@ -141,9 +184,7 @@ def rollout(
 ) -> list[list[Rollout]]:
     """k episodes per record; each episode makes up to `viter` attempts, stopping at the first success."""
     episodes = [[Rollout() for _ in range(k)] for _ in records]
-    conversations = {
-        (i, j): [{"role": "user", "content": r["prompt"]}] for i, r in enumerate(records) for j in range(k)
-    }
+    conversations = {(i, j): [first_turn(r)] for i, r in enumerate(records) for j in range(k)}
     open_keys = list(conversations)
     for attempt in range(viter):
         if attempt == 0:  # one call with n=k shares the prompt's KV cache between samples
@@ -162,6 +203,7 @@ def rollout(
             episode.attempts.append(text)
             episode.generated_tokens += tokens
             episode.success, episode.reward = verdict.success, verdict.reward
+            episode.recognized = verdict.recognized
             if not verdict.success:
                 conversations[key] = conversations[key] + [
                     {"role": "assistant", "content": text},

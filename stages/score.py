@@ -14,7 +14,7 @@ from pathlib import Path
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
 from stages.rollout import engine_params, make_engine, rollout
-from stages.storage import read_split, write_csv, write_json
+from stages.storage import read_records, write_csv, write_json
 
 MODEL = Path("models/base")
 TRAIN = Path("data/generated/train.parquet")
@@ -33,7 +33,7 @@ def main() -> None:
     viter = integer(params, "score.viter", minimum=1)
     engine_name, batch_size, max_new_tokens = engine_params(params)
 
-    records = read_split(TRAIN).to_list()
+    records = read_records(TRAIN)
     engine = make_engine(engine_name, MODEL, batch_size, seed)
     start = time.perf_counter()
     episodes = rollout(engine, env, records, k, temperature, top_p, max_new_tokens, viter)

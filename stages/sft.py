@@ -61,7 +61,7 @@ def main() -> None:
     max_length = integer(params, "model.max_length", minimum=16)
     peft_config = lora_config(params, "sft")
     data, sizes = select_prompts(subset, balance, "subset", "sft.balance")
-    tokenizer, model = load_model(BASE, param="models/base")
+    processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "sft.lora.target_modules")
     parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
     print(
@@ -77,16 +77,16 @@ def main() -> None:
         model=model,
         args=args,
         train_dataset=conversational(data),
-        processing_class=tokenizer,
+        processing_class=processor,
         peft_config=peft_config,
     )
     _, _, max_new_tokens = engine_params(params)
-    trainer.add_callback(SuccessCurve(env, tokenizer, params, max_new_tokens, seed))
+    trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
     train_s = train(trainer, saves)
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:
-            save_trained(trainer, tokenizer, out)
+            save_trained(trainer, processor, out)
         write_curves(trainer, LIVE, parameters)
         metrics = run_metrics(
             trainer,

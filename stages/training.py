@@ -18,13 +18,17 @@ datasets.disable_progress_bars()
 
 
 def conversational(split: datasets.Dataset) -> datasets.Dataset:
-    """prompt/completion message lists from generated records, as TRL's trainers take them."""
-    return datasets.Dataset.from_dict(
+    """prompt/completion message lists from generated records, as TRL's trainers take them; VL records keep
+    their `image` column (TRL puts the image before the prompt's text), still encoded on disk."""
+    messages = datasets.Dataset.from_dict(
         {
             "prompt": [[{"role": "user", "content": p}] for p in split["prompt"]],
             "completion": [[{"role": "assistant", "content": a}] for a in split["answer"]],
         }
     )
+    if "image" not in split.column_names:
+        return messages
+    return datasets.concatenate_datasets([messages, split.select_columns(["image"])], axis=1)
 
 
 def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
@@ -154,7 +158,7 @@ def check_lora_targets(config, model: torch.nn.Module, key: str) -> None:
             raise ParamError(f"{key}: the model has no module named {target!r} (e.g. q_proj, v_proj)")
 
 
-def save_trained(trainer, tokenizer, out: Path) -> None:
+def save_trained(trainer, processor, out: Path) -> None:
     """The trained model as a plain checkpoint like models/base: a LoRA adapter is merged into the weights."""
     from peft import PeftModel
 
@@ -162,4 +166,4 @@ def save_trained(trainer, tokenizer, out: Path) -> None:
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)

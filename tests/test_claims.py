@@ -156,3 +156,14 @@ def test_bad_study_arguments_name_the_allowed_values():
     with pytest.raises(ParamError, match="is not KEY=VALUE"):
         parse_sets(["sft.lr"])
     assert parse_sets(["sft.lr=1e-3", "env=virl_l"]) == {"sft.lr": "1e-3", "env": "virl_l"}
+
+
+def test_recognition_claim_reads_the_eval_metrics_of_vl_runs():
+    seeds = results()
+    for seed in seeds:
+        seed.evals = {
+            "base": {"ood_visual": {"recognition": 0.5}},
+            "grpo": {"ood_visual": {"recognition": 0.7 + seed.seed / 100}},
+        }
+    recognition = row(claims_table(seeds, "gp_vl", visual=True), "rl_raises_recognition")
+    assert recognition["effect"] == pytest.approx(0.21) and recognition["verdict"] == "holds"

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params
 
-from stages.evaluate import pass_at_k, route_success
+from stages.evaluate import pass_at_k, per_prompt_rows, route_success, score_section
+from stages.rollout import Rollout
 
 MICRO_EVAL = {"evaluate.k": 2, "evaluate.samples": 4}
 
@@ -39,6 +40,64 @@ def test_route_success_needs_every_step_of_a_route():
     records = [{"task": json.dumps({"route": r, "step": i})} for i, r in enumerate(routes)]
     assert route_success(records, [True, True, True, True, False, True]) == pytest.approx(2 / 3)
     assert route_success(records, [False] * 6) == 0.0
+
+
+def episodes(*flags) -> list[Rollout]:
+    """Hand-built episodes of one prompt: (success, recognized) per answer."""
+    return [Rollout(attempts=["answer"], success=s, recognized=r) for s, r in flags]
+
+
+# Three prompts of a VL env: one greedy answer and four sampled answers each. None: the answer stated
+# nothing the verifier could parse (V-IRL-VL), which counts as not recognised.
+RECORDS = [{"id": f"p{i}", "task": json.dumps({"route": "r0" if i < 2 else "r1"})} for i in range(3)]
+GREEDY = [episodes((True, True)), episodes((False, True)), episodes((False, None))]
+SAMPLED = [
+    episodes((True, True), (True, True), (False, False), (False, None)),
+    episodes((True, True), (False, True), (False, True), (False, True)),
+    episodes((False, False), (False, False), (False, None), (False, None)),
+]
+
+
+def test_score_section_counts_recognition_of_greedy_and_sampled_answers():
+    section = score_section(RECORDS, GREEDY, SAMPLED, k=2, virl=False, visual=True)
+    assert section["greedy_success"] == round(1 / 3, 4)  # every number is rounded to 4 places
+    assert section["mean_success"] == 0.25
+    assert section["recognition"] == round(2 / 3, 4)  # the None answer is not recognised
+    assert section["recognition_sampled"] == 0.5
+    assert all(0.0 <= value <= 1.0 for value in section.values()), section
+
+
+def test_score_section_of_a_text_env_has_no_recognition():
+    text = [[Rollout(success=e.success) for e in eps] for eps in SAMPLED]
+    section = score_section(RECORDS, [[Rollout(success=True)]] * 3, text, k=2, virl=False)
+    assert set(section) == {"greedy_success", "mean_success", "pass_at_k"}
+    assert section["greedy_success"] == 1.0 and section["mean_success"] == pytest.approx(0.25)
+    # pass@2 over 4 answers: prompt 0 has 2 successes (5/6), prompt 1 one (1/2), prompt 2 none.
+    assert section["pass_at_k"] == pytest.approx(round((5 / 6 + 1 / 2) / 3, 4))
+
+
+def test_score_section_of_virl_vl_has_routes_and_recognition():
+    section = score_section(RECORDS, GREEDY, SAMPLED, k=1, virl=True, visual=True)
+    assert section["step_accuracy"] == section["greedy_success"]
+    assert section["route_success"] == 0.0  # route r0 fails its second step, r1 its only step
+    # Sampled walk 0 gets both steps of route r0 right (r1 never): 1 of 2 routes in 1 of 4 walks.
+    assert section["route_success_sampled"] == pytest.approx(0.125)
+    assert {"recognition", "recognition_sampled"} <= section.keys()
+
+
+def test_per_prompt_rows_add_recognized_for_vl_envs_only():
+    rows = per_prompt_rows("ood_visual", RECORDS, GREEDY, SAMPLED, visual=True)
+    assert [row["recognized"] for row in rows] == [1, 1, 0]
+    assert [row["greedy_success"] for row in rows] == [1, 0, 0]
+    assert rows[0] == {
+        "set": "ood_visual",
+        "id": "p0",
+        "greedy_success": 1,
+        "mean_success": 0.5,
+        "recognized": 1,
+    }
+    text = per_prompt_rows("id", RECORDS, GREEDY, SAMPLED)
+    assert all(set(row) == {"set", "id", "greedy_success", "mean_success"} for row in text)
 
 
 @pytest.fixture(scope="module")

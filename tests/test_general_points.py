@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.envs import FEEDBACK_PREFIX, get_env
+from stages.envs import FEEDBACK_PREFIX, Verdict, get_env
 from stages.envs import general_points as gp
 from stages.envs.card_images import render_cards
 from stages.envs.general_points import solvable, solve, verify, verify_record
@@ -155,7 +155,7 @@ def test_long_legal_formula_is_bounded():
     ],
 )
 def test_spaces_and_parentheses_are_accepted(response):
-    assert verify(response, HAND) == gp.Verdict(True, 5.0, "", None)
+    assert verify(response, HAND) == Verdict(True, 5.0, "", None)
 
 
 @pytest.mark.parametrize(
@@ -191,9 +191,9 @@ def test_json_style_single_quotes_trailing_commas_and_chatter():
 def test_json_style_card_recognition():
     cards = ["3", "3", "8", "8"]
     right = "{'cards': ['3', '3', '8', '8'], 'number': [3, 3, 8, 8], 'formula': '8 / (3 - 8 / 3)'}"
-    assert verify(right, HAND, cards=cards) == gp.Verdict(True, 5.0, "", True)
+    assert verify(right, HAND, cards=cards) == Verdict(True, 5.0, "", True)
     wrong = right.replace("'8', '8'", "'8', '9'")
-    assert verify(wrong, HAND, cards=cards) == gp.Verdict(
+    assert verify(wrong, HAND, cards=cards) == Verdict(
         False, -1.5, "you did not state the cards correctly.", False
     )
     assert verify("8 / (3 - 8 / 3)", HAND, cards=cards).reward == -1.5  # cards not stated
@@ -237,14 +237,14 @@ def test_compact_fractions_and_negatives():
 def test_compact_visual_recognition_and_precedence():
     hand, cards = [10, 10, 8], ["10", "J", "8"]
     good = "Cards : 10 J 8 . Numbers : 10 10 8 . Steps : 10 + 8 = 18 , 18 + 10 = 28"
-    assert verify(good, hand, 28, cards) == gp.Verdict(True, 5.0, "", True)
+    assert verify(good, hand, 28, cards) == Verdict(True, 5.0, "", True)
     misread = good.replace("Cards : 10 J", "Cards : 10 Q")
-    assert verify(misread, hand, 28, cards) == gp.Verdict(
+    assert verify(misread, hand, 28, cards) == Verdict(
         False, -1.5, "you did not state the cards correctly.", False
     )
     assert verify(good.replace("Cards : 10 J 8 . ", ""), hand, 28, cards).reward == -1.5
     # illegal beats misrecognised, misrecognised beats wrong numbers, wrong numbers beat wrong value
-    assert verify(misread.replace("18 + 10", "18 ^ 10"), hand, 28, cards) == gp.Verdict(
+    assert verify(misread.replace("18 + 10", "18 ^ 10"), hand, 28, cards) == Verdict(
         False, -3.0, "step 2 is not of the form 'a op b = c'.", False
     )
     assert verify(misread.replace("18 + 10 = 28", "18 + 9 = 27"), hand, 28, cards).reward == -1.5
@@ -276,7 +276,7 @@ def formulas(draw):
 def test_every_correct_random_formula_is_accepted(case):
     numbers, text, value = case
     verdict = verify(text, numbers, value)
-    assert verdict == gp.Verdict(True, 5.0, "", None), (text, verdict)
+    assert verdict == Verdict(True, 5.0, "", None), (text, verdict)
     json_answer = json.dumps({"cards": [], "number": numbers, "formula": text})
     assert verify(json_answer, numbers, value).success
 
@@ -467,6 +467,17 @@ def test_generation_is_deterministic_across_processes():
         check=True,
     )
     assert result.stdout.strip() == here
+
+
+def test_iter_records_match_generate_in_any_reading_order():
+    sizes = {"train": 20, "eval_id": 5, "eval_ood_rule": 5, "eval_ood_visual": 5, "corpus": 30}
+    lists = gp.generate(sizes, {}, seed=2, visual=True)
+    lazy = gp.iter_records(sizes, {}, seed=2, visual=True)
+    assert list(lazy) == list(lists)
+    read = {split: list(lazy[split]) for split in reversed(list(lazy))}  # corpus first, train last
+    assert fingerprint({split: read[split] for split in lists}) == fingerprint(lists)
+    with pytest.raises(ParamError, match="generate.gp.num_cards"):
+        gp.iter_records({"train": 1}, {"num_cards": 7}, seed=0, visual=False)  # checked before any is read
 
 
 # ------------------------------------------------------------------------------------ images

@@ -333,6 +333,17 @@ def test_generation_is_deterministic_across_processes():
     assert here != fingerprint(virl.generate(sizes, {}, 4, visual=True))
 
 
+def test_iter_records_match_generate_in_any_reading_order():
+    sizes = {"train": 3, "eval_id": 2, "eval_ood_rule": 2, "eval_ood_visual": 2, "corpus": 4}
+    lists = virl.generate(sizes, {}, 5, visual=True)
+    lazy = virl.iter_records(sizes, {}, 5, visual=True)
+    assert list(lazy) == list(lists)
+    read = {split: list(lazy[split]) for split in reversed(list(lazy))}  # corpus first, train last
+    assert fingerprint(read) == fingerprint(lists)
+    with pytest.raises(ParamError, match=r"generate\.virl\.sizes\.corpus"):
+        virl.iter_records({"corpus": -1}, {}, 0, visual=False)  # checked before any is read
+
+
 # --- images ---------------------------------------------------------------------------------
 
 

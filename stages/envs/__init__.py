@@ -3,6 +3,7 @@
 An environment is pure Python (no training code). It generates records and verifies responses:
 
     records = env.generate(sizes, cfg, seed)   # {split: [record, ...]}
+    records = env.iter_records(sizes, cfg, seed)  # {split: iterator}: the same, made as they are read
     verdict = env.verify(record, response)     # Verdict(success, reward, feedback, recognized)
 
 A record is a dict with `id`, `prompt` (the user turn; it states the rule or action space),
@@ -12,7 +13,7 @@ A record is a dict with `id`, `prompt` (the user turn; it states the rule or act
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -34,6 +35,7 @@ class Env:
     params_key: str  # where its params live in params.yaml, e.g. generate.gp
     generate: Callable[[Mapping[str, int], Mapping, int], dict[str, list[dict]]]
     verify: Callable[[dict, str], Verdict]
+    iter_records: Callable[[Mapping[str, int], Mapping, int], dict[str, Iterator[dict]]]
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -49,7 +51,14 @@ def get_env(name: str) -> Env:
         raise ParamError(f"env={name!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
     module, key = (general_points, "generate.gp") if name.startswith("gp") else (virl, "generate.virl")
     visual = name.endswith("_vl")
-    return Env(name, visual, key, partial(module.generate, visual=visual), module.verify_record)
+    return Env(
+        name,
+        visual,
+        key,
+        partial(module.generate, visual=visual),
+        module.verify_record,
+        partial(module.iter_records, visual=visual),
+    )
 
 
 ENV_NAMES = ("gp_l", "gp_vl", "virl_l", "virl_vl")

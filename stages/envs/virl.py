@@ -23,7 +23,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from stages.envs import Verdict
@@ -469,16 +469,26 @@ def sample_route(rng: random.Random, cfg: Mapping, style: str, held_out: bool) -
 
 def generate(sizes: Mapping[str, int], cfg: Mapping, seed: int, visual: bool) -> dict[str, list[dict]]:
     """{split: records}; `sizes` counts routes, and every route gives one record per step."""
+    return {split: list(records) for split, records in iter_records(sizes, cfg, seed, visual).items()}
+
+
+def iter_records(
+    sizes: Mapping[str, int], cfg: Mapping, seed: int, visual: bool
+) -> dict[str, Iterator[dict]]:
+    """`generate`'s records, one iterator per split that makes (and renders) a record when it is read.
+
+    The config and sizes are checked at once; every route has its own seed, so the splits can be read
+    in any order with the same result.
+    """
     cfg = validate(cfg)
     splits = ("train", "eval_id", "eval_ood_rule", *(("eval_ood_visual",) if visual else ()), "corpus")
-    out = {}
-    for split in splits:
-        n = check_int(f"generate.virl.sizes.{split}", sizes.get(split, 0), 0)
+    counts = {split: check_int(f"generate.virl.sizes.{split}", sizes.get(split, 0), 0) for split in splits}
+
+    def records(split: str) -> Iterator[dict]:
         style, space, held_out = _SPLITS[split]
         if split == "eval_ood_visual":
             style = OOD_VISUAL[cfg["ood_visual"]]
-        records = []
-        for r in range(n):
+        for r in range(counts[split]):
             # One string seed per route: a route does not change when other sizes do.
             rng = random.Random(f"{seed}-virl-{split}-{r}")
             route = sample_route(rng, cfg, style, held_out)
@@ -490,9 +500,9 @@ def generate(sizes: Mapping[str, int], cfg: Mapping, seed: int, visual: bool) ->
                 record = build_record(route, steps, i, route_space, cfg, visual)
                 route_id = f"{split}-r{r:05d}"
                 record["task"] = json.dumps({**record["task"], "route": route_id}, sort_keys=True)
-                records.append({"id": f"{route_id}-s{i:02d}", **record})
-        out[split] = records
-    return out
+                yield {"id": f"{route_id}-s{i:02d}", **record}
+
+    return {split: records(split) for split in splits}
 
 
 # --- verification -----------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""The vision-language envs: the embedded Qwen2-VL through `dvc repro`, and a local Qwen2-VL checkpoint.
+
+The checkpoint is laid out as Qwen2-VL-Instruct's is: a Qwen2 BPE tokenizer with the vision tokens, the
+ChatML template with image parts (chat_template.json), the image processor's preprocessor_config.json and a
+tiny Qwen2VLForConditionalGeneration in bfloat16. No torchvision: images go through the PIL image processor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params, stage
+from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint
+
+from stages.envs import FEEDBACK_PREFIX
+
+pytestmark = pytest.mark.slow
+
+VISION = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")
+# Qwen2-VL-Instruct's template without video: a default system turn, then image parts and text.
+QWEN_VL_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen_vl_checkpoint(path: Path, texts: list[str]) -> Path:
+    """A tiny Qwen2-VL chat checkpoint laid out as Qwen2-VL-Instruct's, its tokenizer trained on texts."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    build_qwen_checkpoint(path, texts)  # the text checkpoint's tokenizer; its model is replaced below
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.add_tokens(list(VISION), special_tokens=True)
+    tokenizer.chat_template = None  # the template lives in chat_template.json, as in Qwen2-VL's repository
+    tokenizer.save_pretrained(path)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (ENDOFTEXT, IM_END, *VISION)}
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=(len(tokenizer) + 63) // 64 * 64,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+            bos_token_id=ids[ENDOFTEXT],
+            eos_token_id=ids[IM_END],
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2),
+        image_token_id=ids["<|image_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids[ENDOFTEXT],
+        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
+        pad_token_id=ids[ENDOFTEXT],
+        do_sample=True,
+        top_k=1,
+        top_p=0.001,  # Qwen2-VL-Instruct's near-greedy defaults, which the rollout engine must override
+    )
+    for stale in path.glob("*.safetensors"):
+        stale.unlink()
+    model.save_pretrained(path, safe_serialization=True)
+    images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=256 * 128)
+    images.save_pretrained(path)  # preprocessor_config.json
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_VL_TEMPLATE}))
+    return path
+
+
+REAL_VL = {
+    "env": "gp_vl",
+    "generate.gp.sizes": dict(train=12, eval_id=4, eval_ood_rule=4, eval_ood_visual=4, corpus=40),
+    "generate.gp.num_cards": [2],
+    "base.coldstart_steps": 3,
+    "base.batch_size": 4,
+    "score.k": 2,
+    "rollout.max_new_tokens": 12,
+    "sft.steps": 2,
+    "sft.batch_size": 4,
+    "grpo.steps": 2,
+    "grpo.prompts_per_step": 2,
+    "grpo.num_generations": 2,
+    "curves.eval_every": 1,
+    "curves.prompts": 2,
+    "evaluate.k": 1,
+    "evaluate.samples": 2,
+}
+
+
+def test_pipeline_on_a_qwen2_vl_checkpoint(tmp_path, monkeypatch):
+    from stages import evaluate, score
+    from stages.modeling import load_model
+    from stages.storage import read_split
+
+    checkpoint = tmp_path / "qwen_vl"
+    repo = make_repo(tmp_path / "repo", REAL_VL | {"model.path": str(checkpoint)})
+    stage("generate", repo)
+    corpus = read_split(repo / "data" / "generated" / "corpus.parquet")
+    build_qwen_vl_checkpoint(checkpoint, [*corpus["prompt"], *corpus["answer"], FEEDBACK_PREFIX])
+    monkeypatch.chdir(repo)
+    stage("base", repo)
+    score.main()
+    stage("split", repo)
+    stage("sft", repo)
+    stage("grpo", repo)
+    for name in ("base", "sft", "grpo"):
+        evaluate.main([name])
+
+    for name in ("base", "sft", "grpo"):
+        model_dir = repo / "models" / name
+        config = json.loads((model_dir / "config.json").read_text())
+        assert config["architectures"] == ["Qwen2VLForConditionalGeneration"]
+        processor, _ = load_model(model_dir)
+        assert type(processor).__name__ == "Qwen2VLProcessor" and processor.chat_template == QWEN_VL_TEMPLATE
+        metrics = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
+        assert metrics["prompts"] == {"id": 4, "ood_rule": 4, "ood_visual": 4}
+        for section in ("id", "ood_rule", "ood_visual"):
+            assert 0.0 <= metrics[section]["recognition"] <= 1.0
+    score_metrics = json.loads((repo / "metrics" / "score.json").read_text())
+    assert score_metrics["prompts"] == 12 and score_metrics["generated_tokens"] > 0
+    for name in ("sft", "grpo"):
+        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert metrics["steps"] == 2 and metrics["flops"] > 0
+        points = (
+            repo / "metrics" / f"{name}_live" / "plots" / "custom" / "success_vs_flops.json"
+        ).read_text()
+        assert len(json.loads(points)) == 3  # steps 0, 1 and 2
+
+
+# The embedded Qwen2-VL through DVC: small images, a tiny model and a few steps of every stage.
+MICRO_VL = {
+    "env": "gp_vl",
+    "generate.gp.image_width": 112,
+    "generate.gp.image_height": 56,
+    "model.vision_hidden_size": 32,
+    "model.vision_layers": 1,
+    "base.steps": 4,
+    "base.batch_size": 16,
+    "score.temperature": 0.0,
+    "rollout.max_new_tokens": 12,
+    "evaluate.k": 1,
+    "evaluate.samples": 1,
+    "sft.steps": 2,
+    "sft.batch_size": 8,
+    "grpo.steps": 2,
+    "grpo.prompts_per_step": 2,
+    "grpo.num_generations": 2,
+    "curves.eval_every": 0,
+    "generate.gp.sizes": dict(train=16, eval_id=4, eval_ood_rule=4, eval_ood_visual=4, corpus=64),
+}
+
+
+@pytest.fixture(scope="module")
+def micro_vl(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("vl") / "repo", MICRO_VL)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_dvc_repro_on_the_embedded_vl_model(micro_vl):
+    repo = micro_vl
+    config = json.loads((repo / "models" / "base" / "config.json").read_text())
+    assert config["model_type"] == "qwen2_vl"
+    for name in ("base", "sft", "grpo"):
+        metrics = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
+        assert {"id", "ood_rule", "ood_visual"} <= metrics.keys()
+        assert all("recognition" in metrics[s] for s in ("id", "ood_rule", "ood_visual"))
+    summary = (repo / "metrics" / "summary.md").read_text()
+    assert "OOD visual" in summary and "recognition" in summary
+    split = json.loads((repo / "metrics" / "split.json").read_text())
+    assert (
+        sum(split[f"{b}_count"] for b in ("easy", "medium", "hard")) == MICRO_VL["generate.gp.sizes"]["train"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "overrides", "named"),
+    [
+        ("base", {"env": "gp_l", "model.path": "models/base"}, "model.path"),  # a VL checkpoint, a text env
+        ("base", {"model.path": "text checkpoint"}, "model.path"),  # and the reverse
+        ("grpo", {"grpo.viter": 2}, "grpo.viter"),
+    ],
+)
+def test_vl_bad_params_stop_with_one_line(micro_vl, tmp_path, module, overrides, named):
+    repo = copy_repo(micro_vl, tmp_path / "repo")
+    if overrides.get("model.path") == "text checkpoint":
+        overrides = {"model.path": str(build_qwen_checkpoint(tmp_path / "qwen", ["Cards : 5 J ."]))}
+    set_params(repo, overrides)
+    before = sorted(p.name for p in (repo / "models").iterdir())
+    assert_one_line_error(stage(module, repo, check=False), named)
+    assert sorted(p.name for p in (repo / "models").iterdir()) == before
+
+
+def test_an_image_that_cannot_be_decoded_stops_with_one_line(micro_vl, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = copy_repo(micro_vl, tmp_path / "repo")
+    path = repo / "data" / "generated" / "eval_id.parquet"
+    table = pq.read_table(path)
+    images = table.column("image").to_pylist()
+    images[1] = {"bytes": b"not a png", "path": None}
+    column = pa.array(images, type=table.schema.field("image").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", column), path)
+    result = run([sys.executable, "-m", "stages.evaluate", "base"], repo, check=False)
+    assert_one_line_error(result, "eval_id.parquet", "record 1")
