@@ -96,11 +96,9 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, image_width: int, image_
     return VL_PROCESSORS["qwen2_vl"](image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def build_model(
-    tokenizer: PreTrainedTokenizerFast, hidden_size: int, layers: int, heads: int, max_length: int, seed: int
-) -> torch.nn.Module:
-    """A small Llama from a config (no weights downloaded), initialised deterministically."""
-    config = LlamaConfig(
+def language_config(tokenizer, hidden_size: int, layers: int, heads: int, max_length: int) -> dict:
+    """The embedded language model's shape: the Llama of the text envs, the LM inside the VL model."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=4 * hidden_size,
@@ -113,11 +111,23 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
+
+
+def from_config(auto_class, config, tokenizer, seed: int) -> torch.nn.Module:
+    """A model initialised deterministically from `config` (no weights downloaded), stopping at eos."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = auto_class.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, hidden_size: int, layers: int, heads: int, max_length: int, seed: int
+) -> torch.nn.Module:
+    """A small Llama."""
+    config = LlamaConfig(**language_config(tokenizer, hidden_size, layers, heads, max_length))
+    return from_config(AutoModelForCausalLM, config, tokenizer, seed)
 
 
 def build_vl_model(
@@ -130,27 +140,16 @@ def build_vl_model(
     vision_layers: int,
     seed: int,
 ) -> torch.nn.Module:
-    """A small Qwen2-VL from a config: a ViT over 14x14 patches, merged 2x2 into the Qwen2 language model."""
+    """A small Qwen2-VL: a ViT over 14x14 patches, merged 2x2 into image tokens of the language model."""
     head_dim = hidden_size // heads
     if head_dim % 4:  # mrope splits head_dim / 2 rotary frequencies over time, height and width
         raise ParamError(f"model.hidden_size / model.heads={hidden_size}/{heads} must be a multiple of 4")
     section = [head_dim // 8, (head_dim // 2 - head_dim // 8) // 2]
     section.append(head_dim // 2 - sum(section))
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}
     config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=4 * hidden_size,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            max_position_embeddings=max_length,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-        ),
+        text_config=language_config(tokenizer, hidden_size, layers, heads, max_length)
+        | {"rope_parameters": rope},
         vision_config=dict(
             depth=vision_layers,
             embed_dim=vision_hidden_size,
@@ -165,11 +164,7 @@ def build_vl_model(
         video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_PAD),
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
+    return from_config(AutoModelForImageTextToText, config, tokenizer, seed)
 
 
 def check_model_dir(path: str | Path, param: str) -> Path:

@@ -159,21 +159,18 @@ def tsv_column(path: Path, column: str) -> list[float]:
     return [float(row[header.index(column)]) for row in rows]
 
 
-@pytest.mark.slow
-def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
-    from transformers import AutoTokenizer
-
+def run_on_checkpoint(tmp_path: Path, monkeypatch, overrides: dict, build) -> tuple[Path, Path]:
+    """(repository, checkpoint): data generated, a checkpoint built by `build(path, texts)` on the corpus's
+    words, then the stages dvc.yaml runs, without DVC's overhead: the training stages in their own processes,
+    the sampling-only ones (score, evaluate) in this one, which saves four interpreter start-ups."""
     from stages import evaluate, score
-    from stages.rewards import feedback_turn
     from stages.storage import read_split
 
-    checkpoint = tmp_path / "qwen"
-    repo = make_repo(tmp_path / "repo", REAL | {"model.path": str(checkpoint)})
+    checkpoint = tmp_path / "checkpoint"
+    repo = make_repo(tmp_path / "repo", overrides | {"model.path": str(checkpoint)})
     stage("generate", repo)
     corpus = read_split(repo / "data" / "generated" / "corpus.parquet")
-    build_qwen_checkpoint(checkpoint, [*corpus["prompt"], *corpus["answer"], FEEDBACK_PREFIX])
-    # The stages dvc.yaml runs, without DVC's overhead: the training stages in their own processes, the
-    # sampling-only ones (score, evaluate) in this one, which saves four interpreter start-ups.
+    build(checkpoint, [*corpus["prompt"], *corpus["answer"], FEEDBACK_PREFIX])
     monkeypatch.chdir(repo)
     stage("base", repo)
     score.main()
@@ -182,6 +179,17 @@ def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
     stage("grpo", repo)
     for name in ("base", "sft", "grpo"):
         evaluate.main([name])
+    return repo, checkpoint
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from stages.rewards import feedback_turn
+    from stages.storage import read_split
+
+    repo, checkpoint = run_on_checkpoint(tmp_path, monkeypatch, REAL, build_qwen_checkpoint)
 
     # Every model is a Qwen2 checkpoint with the original BPE tokenizer, special tokens and chat template.
     source = AutoTokenizer.from_pretrained(checkpoint)

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params, stage
-from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint
-
-from stages.envs import FEEDBACK_PREFIX
+from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint, run_on_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -106,24 +104,9 @@ REAL_VL = {
 
 
 def test_pipeline_on_a_qwen2_vl_checkpoint(tmp_path, monkeypatch):
-    from stages import evaluate, score
     from stages.modeling import load_model
-    from stages.storage import read_split
 
-    checkpoint = tmp_path / "qwen_vl"
-    repo = make_repo(tmp_path / "repo", REAL_VL | {"model.path": str(checkpoint)})
-    stage("generate", repo)
-    corpus = read_split(repo / "data" / "generated" / "corpus.parquet")
-    build_qwen_vl_checkpoint(checkpoint, [*corpus["prompt"], *corpus["answer"], FEEDBACK_PREFIX])
-    monkeypatch.chdir(repo)
-    stage("base", repo)
-    score.main()
-    stage("split", repo)
-    stage("sft", repo)
-    stage("grpo", repo)
-    for name in ("base", "sft", "grpo"):
-        evaluate.main([name])
-
+    repo, _ = run_on_checkpoint(tmp_path, monkeypatch, REAL_VL, build_qwen_vl_checkpoint)
     for name in ("base", "sft", "grpo"):
         model_dir = repo / "models" / name
         config = json.loads((model_dir / "config.json").read_text())
