@@ -33,9 +33,11 @@ class Env:
     name: str
     visual: bool
     params_key: str  # where its params live in params.yaml, e.g. generate.gp
-    generate: Callable[[Mapping[str, int], Mapping, int], dict[str, list[dict]]]
-    verify: Callable[[dict, str], Verdict]
     iter_records: Callable[[Mapping[str, int], Mapping, int], dict[str, Iterator[dict]]]
+    verify: Callable[[dict, str], Verdict]
+
+    def generate(self, sizes: Mapping[str, int], cfg: Mapping, seed: int) -> dict[str, list[dict]]:
+        return {split: list(records) for split, records in self.iter_records(sizes, cfg, seed).items()}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -51,14 +53,7 @@ def get_env(name: str) -> Env:
         raise ParamError(f"env={name!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
     module, key = (general_points, "generate.gp") if name.startswith("gp") else (virl, "generate.virl")
     visual = name.endswith("_vl")
-    return Env(
-        name,
-        visual,
-        key,
-        partial(module.generate, visual=visual),
-        module.verify_record,
-        partial(module.iter_records, visual=visual),
-    )
+    return Env(name, visual, key, partial(module.iter_records, visual=visual), module.verify_record)
 
 
 ENV_NAMES = ("gp_l", "gp_vl", "virl_l", "virl_vl")
