@@ -35,7 +35,7 @@ from stages import checkpoints
 from stages.curves import FlopsBudget, SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
-from stages.params import ParamError, choice, get, integer, load_params, number
+from stages.params import choice, get, integer, load_params, number
 from stages.rewards import env_reward, feedback_rollout
 from stages.rollout import engine_params
 from stages.storage import atomic_dir, write_json
@@ -92,8 +92,6 @@ def main() -> None:
     group = integer(params, "grpo.num_generations", minimum=2)
     batch_size = per_process(prompts_per_step * group, "grpo.prompts_per_step x grpo.num_generations")
     viter = integer(params, "grpo.viter", minimum=1)
-    if viter > 1 and env.visual:
-        raise ParamError(f"grpo.viter={viter} is not supported for {env.name} yet (text envs only); use 1")
     filter_groups = flag(params, "grpo.filter_groups")
     max_flops = None if get(params, "grpo.max_flops") is None else number(params, "grpo.max_flops", minimum=1)
     lr = number(params, "grpo.lr", minimum=0.0)

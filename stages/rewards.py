@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stages.envs import FEEDBACK_PREFIX, Env
+from stages.modeling import text_tokenizer
 from stages.params import ParamError
 
 
@@ -36,15 +37,16 @@ def env_reward(env: Env) -> Callable[..., list[float]]:
     return reward
 
 
-def feedback_turn(tokenizer, feedback: str) -> list[int]:
+def feedback_turn(processing_class, feedback: str) -> list[int]:
     """Token ids of the feedback user turn plus the next assistant prompt, as the chat template renders them
-    after an answer that ended with eos (TRL's _get_tool_suffix_ids does the same for tool results)."""
+    after an answer that ended with eos (TRL's _get_tool_suffix_ids does the same for tool results). A VLM
+    processor's template may live on the processor alone (Qwen2-VL's chat_template.json)."""
+    tokenizer = text_tokenizer(processing_class)
+    template = dict(chat_template=processing_class.chat_template, tokenize=True, return_dict=False)
     head = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}]
     turn = [{"role": "user", "content": FEEDBACK_PREFIX + feedback}]
-    prefix = tokenizer.apply_chat_template(head, tokenize=True, return_dict=False)
-    full = tokenizer.apply_chat_template(
-        head + turn, tokenize=True, return_dict=False, add_generation_prompt=True
-    )
+    prefix = tokenizer.apply_chat_template(head, **template)
+    full = tokenizer.apply_chat_template(head + turn, add_generation_prompt=True, **template)
     if tokenizer.eos_token_id in prefix:  # some templates (Qwen) put a newline after the answer's eos
         prefix = prefix[: len(prefix) - prefix[::-1].index(tokenizer.eos_token_id)]
     if full[: len(prefix)] != prefix:
@@ -52,20 +54,41 @@ def feedback_turn(tokenizer, feedback: str) -> list[int]:
     return full[len(prefix) :]
 
 
+def prompt_text(message: dict) -> str:
+    """The text of a user turn, plain or (VL, as TRL hands it to a rollout_func) a list of typed parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part["type"] == "text")
+
+
+def extend_token_fields(fields: dict, rows: list[int], extra: list[list[int]]) -> dict:
+    """The multimodal fields of the prompts `rows` (TRL's `_tokenize_prompts` output), for prompts that have
+    grown by `extra` tokens: per-token fields (Qwen2-VL's mm_token_type_ids) get zeros (text) for them."""
+    return {
+        key: [value[i] + [0] * len(more) for i, more in zip(rows, extra, strict=True)]
+        for key, value in fields.items()
+        if isinstance(value, list) and value and isinstance(value[0], list)
+    }
+
+
 def feedback_rollout(env, tasks: dict[str, str], viter: int):
-    """A TRL rollout_func: up to `viter` attempts per answer, the verifier's reason between them."""
+    """A TRL rollout_func: up to `viter` attempts per answer, the verifier's reason between them. A VL prompt
+    keeps its image: every attempt is generated with the image fields of its own prompt."""
 
     def rollout_func(prompts, trainer):
-        tokenizer = trainer.processing_class
-        prompt_ids = trainer._tokenize_prompts(prompts)[0]  # TRL's own chat templating
+        processor = trainer.processing_class
+        tokenizer = text_tokenizer(processor)
+        prompt_ids, images, fields = trainer._tokenize_prompts(prompts)  # TRL's own chat templating
         completion, mask, logprobs = ([[] for _ in prompts] for _ in range(3))
         response = [""] * len(prompts)
-        todo, inputs = list(range(len(prompts))), prompt_ids
+        todo = list(range(len(prompts)))
+        inputs, input_images, input_fields = prompt_ids, images, fields
         for attempt in range(viter):
             # TRL's generation backend (transformers or colocated vLLM); one answer per open episode after
             # the first attempt, since every episode then has its own history.
             ids, logps = trainer._generate_single_turn(
-                inputs, None, {}, trainer.num_generations if attempt == 0 else 1
+                inputs, input_images, input_fields, trainer.num_generations if attempt == 0 else 1
             )
             retry = []
             for row, i in enumerate(todo):
@@ -74,11 +97,11 @@ def feedback_rollout(env, tasks: dict[str, str], viter: int):
                 mask[i] += [1] * len(answer)
                 logprobs[i] += list(logps[row]) if logps is not None else [0.0] * len(answer)
                 response[i] = tokenizer.decode(answer, skip_special_tokens=True).strip()
-                verdict = env.verify({"task": tasks[prompts[i][-1]["content"]]}, response[i])
+                verdict = env.verify({"task": tasks[prompt_text(prompts[i][-1])]}, response[i])
                 if not verdict.success and attempt + 1 < viter:
                     # close an answer cut at the length limit, then the verifier's reason as a user turn
                     cut = not answer or answer[-1] not in trainer.eos_token_ids
-                    turn = [tokenizer.eos_token_id] * cut + feedback_turn(tokenizer, verdict.feedback)
+                    turn = [tokenizer.eos_token_id] * cut + feedback_turn(processor, verdict.feedback)
                     completion[i] += turn
                     mask[i] += [0] * len(turn)  # the environment's tokens: conditioned on, not trained
                     logprobs[i] += [0.0] * len(turn)
@@ -86,6 +109,9 @@ def feedback_rollout(env, tasks: dict[str, str], viter: int):
             todo, inputs = retry, [prompt_ids[i] + completion[i] for i in retry]
             if not todo:
                 break
+            if images is not None:  # the retried prompts' images, their pixels and their grown token fields
+                _, input_images, input_fields = trainer._tokenize_prompts([prompts[i] for i in todo])
+                input_fields |= extend_token_fields(fields, todo, [completion[i] for i in todo])
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": completion,

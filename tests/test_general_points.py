@@ -547,3 +547,15 @@ def test_defaults_are_valid_and_unreachable_targets_fail_cleanly():
     assert gp.check_config({}) == {**gp.DEFAULTS, "corpus_mix": dict(gp.DEFAULTS["corpus_mix"])}
     with pytest.raises(ParamError, match="generate.gp"):
         gp.generate({"train": 1}, {"num_cards": 2, "target": 9999}, seed=0, visual=False)
+
+
+def test_cards_keep_their_place_whatever_the_hand_size():
+    # slots: the first card is drawn in the same pixels for a hand of 1, 2 or 4 cards; empty places are felt
+    hands = [["5"], ["5", "J"], ["5", "J", "10", "A"]]
+    images = [render_cards(hand, 256, 96, slots=4) for hand in hands]
+    first = [image.crop((0, 0, 64, 96)).tobytes() for image in images]
+    assert first[0] == first[1] == first[2]
+    assert len(set(images[0].crop((64, 0, 256, 96)).getdata())) == 1  # felt only
+    assert images[1].crop((64, 0, 128, 96)).tobytes() == images[2].crop((64, 0, 128, 96)).tobytes()
+    with pytest.raises(ValueError, match="do not fit"):
+        render_cards(["5", "J"], 256, 96, slots=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params, stage
-from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint, run_on_checkpoint
+from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint, run_on_checkpoint, tsv_column
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +96,7 @@ REAL_VL = {
     "grpo.steps": 2,
     "grpo.prompts_per_step": 2,
     "grpo.num_generations": 2,
+    "grpo.viter": 2,  # the image stays in every retry's context
     "curves.eval_every": 1,
     "curves.prompts": 2,
     "evaluate.k": 1,
@@ -126,6 +127,9 @@ def test_pipeline_on_a_qwen2_vl_checkpoint(tmp_path, monkeypatch):
             repo / "metrics" / f"{name}_live" / "plots" / "custom" / "success_vs_flops.json"
         ).read_text()
         assert len(json.loads(points)) == 3  # steps 0, 1 and 2
+    # grpo.viter=2: some completion holds two model attempts, generated with the prompt's image
+    lengths = tsv_column(repo / "metrics/grpo_live/plots/metrics/completions/max_length.tsv", "max_length")
+    assert max(lengths) > REAL_VL["rollout.max_new_tokens"]
 
 
 # The embedded Qwen2-VL through DVC: small images, a tiny model and a few steps of every stage.
@@ -179,7 +183,6 @@ def test_dvc_repro_on_the_embedded_vl_model(micro_vl):
     [
         ("base", {"env": "gp_l", "model.path": "models/base"}, "model.path"),  # a VL checkpoint, a text env
         ("base", {"model.path": "text checkpoint"}, "model.path"),  # and the reverse
-        ("grpo", {"grpo.viter": 2}, "grpo.viter"),
     ],
 )
 def test_vl_bad_params_stop_with_one_line(micro_vl, tmp_path, module, overrides, named):
@@ -205,3 +208,56 @@ def test_an_image_that_cannot_be_decoded_stops_with_one_line(micro_vl, tmp_path)
     pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", column), path)
     result = run([sys.executable, "-m", "stages.evaluate", "base"], repo, check=False)
     assert_one_line_error(result, "eval_id.parquet", "record 1")
+
+
+def test_grpo_retries_are_generated_with_the_image(micro_vl, tmp_path):
+    # grpo.viter on a VL env: every attempt, the retries included, is generated with its prompt's image, its
+    # pixels and a token-type row that covers the whole context (image tokens 1, text 0)
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+    from trl.data_utils import prepare_multimodal_messages
+
+    from stages.checkpoints import Checkpoints
+    from stages.envs import get_env
+    from stages.modeling import IMAGE_PAD, load_model
+    from stages.rewards import env_reward, feedback_rollout
+    from stages.storage import read_records
+    from stages.training import trainer_defaults
+
+    env = get_env("gp_vl")
+    processor, model = load_model(micro_vl / "models" / "base")
+    records = read_records(micro_vl / "data" / "generated" / "train.parquet", 4)
+    turns = [[{"role": "user", "content": r["prompt"]}] for r in records]
+    train = datasets.Dataset.from_dict({"prompt": turns})
+    args = GRPOConfig(
+        **trainer_defaults(Checkpoints(tmp_path / "out", every=0), steps=1, batch_size=8, lr=1e-4, seed=0),
+        num_generations=2,
+        max_completion_length=8,
+    )
+    trainer = GRPOTrainer(
+        model=model, args=args, train_dataset=train, processing_class=processor, reward_funcs=env_reward(env)
+    )
+    calls = []
+    generate = trainer._generate_single_turn
+
+    def recorded(inputs, images, fields, n):
+        calls.append((inputs, images, fields))
+        return generate(inputs, images, fields, n)
+
+    trainer._generate_single_turn = recorded
+    prompts = [  # as TRL hands them to a rollout_func: image parts, each prompt once per generation
+        prepare_multimodal_messages(turn, images=[record["image"]])
+        for turn, record in zip(turns, records, strict=True)
+        for _ in range(2)
+    ]
+    tasks = {r["prompt"]: r["task"] for r in records}
+    out = feedback_rollout(env, tasks, viter=3)(prompts, trainer)
+    assert len(calls) >= 2 and len(out["completion_ids"]) == len(prompts)  # the micro model fails, so retries
+    image_pad = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+    tokens_per_image = sum(ids.count(image_pad) for ids in calls[0][0]) // len(calls[0][0])
+    for inputs, images, fields in calls:
+        assert len(images) == len(inputs) and all(len(i) == 1 for i in images)
+        assert len(fields["pixel_values"]) == len(inputs) * tokens_per_image * 4  # 2x2 patches per token
+        assert [len(row) for row in fields["mm_token_type_ids"]] == [len(ids) for ids in inputs]
+        assert [sum(row) for row in fields["mm_token_type_ids"]] == [ids.count(image_pad) for ids in inputs]
+    assert max(map(len, calls[-1][0])) > max(map(len, calls[0][0]))  # the retries carry their history

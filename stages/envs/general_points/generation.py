@@ -158,7 +158,8 @@ def _record(split: str, i: int, hand: Hand, rule: str, face_values, cfg: dict, v
     if visual:
         cards = list(zip(hand.ranks, hand.suits, strict=True))
         red = hand.suits[0] in RED_SUITS
-        record["image"] = render_cards(cards, cfg["image_width"], cfg["image_height"], red=red)
+        size, slots = (cfg["image_width"], cfg["image_height"]), max(cfg["num_cards"])
+        record["image"] = render_cards(cards, *size, red=red, slots=slots)
     return record
 
 
