@@ -32,7 +32,7 @@ from stages.modeling import (
 )
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.storage import atomic_dir, read_split, write_json
-from stages.training import conversational, train, trainer_defaults
+from stages.training import conversational, train, trainer_defaults, vision_lr_scale
 
 OUTPUT = Path("models/base")
 DATA = Path("data/generated")
@@ -106,7 +106,7 @@ def main() -> None:
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=conversational(data), processing_class=processor
         )
-        train(trainer, saves)
+        train(trainer, saves, vision_lr_scale(params, visual))
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     with atomic_dir(OUTPUT) as out:
         model.save_pretrained(out, safe_serialization=True)

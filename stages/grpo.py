@@ -51,6 +51,7 @@ from stages.training import (
     select_prompts,
     train,
     trainer_defaults,
+    vision_lr_scale,
 )
 
 BASE = Path("models/base")
@@ -139,7 +140,7 @@ def main() -> None:
     trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
     if max_flops is not None:
         trainer.add_callback(FlopsBudget(max_flops, parameters, prompts_per_step * group))
-    train_s = train(trainer, saves)
+    train_s = train(trainer, saves, vision_lr_scale(params, env.visual))
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:

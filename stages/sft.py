@@ -40,6 +40,7 @@ from stages.training import (
     select_prompts,
     train,
     trainer_defaults,
+    vision_lr_scale,
 )
 
 BASE = Path("models/base")
@@ -82,7 +83,7 @@ def main() -> None:
     )
     _, _, max_new_tokens = engine_params(params)
     trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
-    train_s = train(trainer, saves)
+    train_s = train(trainer, saves, vision_lr_scale(params, env.visual))
 
     if trainer.is_world_process_zero():
         with atomic_dir(OUTPUT) as out:

@@ -261,3 +261,33 @@ def test_grpo_retries_are_generated_with_the_image(micro_vl, tmp_path):
         assert [len(row) for row in fields["mm_token_type_ids"]] == [len(ids) for ids in inputs]
         assert [sum(row) for row in fields["mm_token_type_ids"]] == [ids.count(image_pad) for ids in inputs]
     assert max(map(len, calls[-1][0])) > max(map(len, calls[0][0]))  # the retries carry their history
+
+
+def test_the_vision_tower_learns_at_its_share_of_the_rate(micro_vl, tmp_path):
+    # model.vision_lr_scale: the vision tower's groups get that share of the lr, all along the schedule;
+    # at 0 the tower stays as it was while the language model trains
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from stages.checkpoints import Checkpoints
+    from stages.modeling import load_model
+    from stages.storage import read_split
+    from stages.training import conversational, train, trainer_defaults
+
+    data = conversational(read_split(micro_vl / "data" / "generated" / "train.parquet"))
+    for scale in (0.1, 0.0):
+        processor, model = load_model(micro_vl / "models" / "base")
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        saves = Checkpoints(tmp_path / f"out{scale}", every=0)
+        args = SFTConfig(**trainer_defaults(saves, steps=3, batch_size=4, lr=1e-3, seed=0), max_length=256)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+        train(trainer, saves, vision_lr_scale=scale)
+        groups = trainer.optimizer.param_groups
+        trained = [id(p) for g in groups for p in g["params"]]
+        assert sorted(trained) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+        vision = {id(p) for name, p in model.named_parameters() if ".visual." in name}
+        rates = {id(p) in vision: g["initial_lr"] for g in groups for p in g["params"]}  # the schedule's base
+        assert rates[True] == pytest.approx(scale * rates[False]) and rates[False] > 0
+        moved = {name: not torch.equal(p, before[name]) for name, p in model.named_parameters()}
+        assert any(moved[n] for n in moved if ".visual." not in n)
+        assert any(moved[n] for n in moved if ".visual." in n) == (scale > 0)
