@@ -30,7 +30,7 @@ from stages.modeling import (
     is_vision_language,
     load_model,
 )
-from stages.params import ParamError, choice, get, integer, load_params, number
+from stages.params import ParamError, choice, get, integer, load_params, number, per_env
 from stages.storage import atomic_dir, read_split, write_json
 from stages.training import conversational, train, trainer_defaults, vision_lr_scale
 
@@ -56,10 +56,7 @@ def main() -> None:
     visual = env.endswith("_vl")
     seed = integer(params, "data_seed", minimum=0)
     path = get(params, "model.path")
-    steps_key = "base.coldstart_steps" if path else "base.steps"
-    if isinstance(get(params, steps_key), dict):  # one value per env family: base.steps.gp, base.steps.virl
-        steps_key += "." + env.split("_")[0]
-    steps = integer(params, steps_key, minimum=0)
+    steps = integer(params, per_env(params, "base.coldstart_steps" if path else "base.steps", env), minimum=0)
     batch_size = integer(params, "base.batch_size", minimum=1)
     lr = number(params, "base.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)

@@ -35,7 +35,7 @@ from stages import checkpoints
 from stages.curves import FlopsBudget, SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
-from stages.params import choice, get, integer, load_params, number
+from stages.params import choice, get, integer, load_params, number, per_env
 from stages.rewards import env_reward, feedback_rollout
 from stages.rollout import engine_params
 from stages.storage import atomic_dir, write_json
@@ -88,7 +88,7 @@ def main() -> None:
     env = get_env(choice(params, "env", ENV_NAMES))
     seed = integer(params, "seed", minimum=0)
     subset = choice(params, "grpo.subset", SUBSETS)
-    steps = integer(params, "grpo.steps", minimum=1)
+    steps = integer(params, per_env(params, "grpo.steps", env.name), minimum=1)
     prompts_per_step = integer(params, "grpo.prompts_per_step", minimum=1)
     group = integer(params, "grpo.num_generations", minimum=2)
     batch_size = per_process(prompts_per_step * group, "grpo.prompts_per_step x grpo.num_generations")

@@ -25,7 +25,7 @@ from stages import checkpoints
 from stages.curves import SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
-from stages.params import choice, integer, load_params, number
+from stages.params import choice, integer, load_params, number, per_env
 from stages.rollout import engine_params
 from stages.storage import atomic_dir, write_json
 from stages.train_logging import run_metrics, series, write_curves
@@ -56,7 +56,7 @@ def main() -> None:
     subset = choice(params, "subset", SUBSETS)
     balance = flag(params, "sft.balance")
     seed = integer(params, "seed", minimum=0)
-    steps = integer(params, "sft.steps", minimum=1)
+    steps = integer(params, per_env(params, "sft.steps", env.name), minimum=1)
     batch_size = per_process(integer(params, "sft.batch_size", minimum=1), "sft.batch_size")
     lr = number(params, "sft.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)

@@ -2,8 +2,9 @@
 
     dvc repro split          # or: python -m stages.split
 
-easy: passes >= split.easy_min (default k, all correct); hard: passes <= split.hard_max (default 0,
-none correct); medium: the rest. Writes data/splits/{easy,medium,hard}.parquet and metrics/split.json.
+easy: passes >= split.easy_min (null: k, all correct; one value, or one per env); hard: passes <=
+split.hard_max (default 0, none correct); medium: the rest. Writes data/splits/{easy,medium,hard}.parquet
+and metrics/split.json.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from stages.params import ParamError, get, integer, load_params
+from stages.envs import ENV_NAMES
+from stages.params import ParamError, choice, get, integer, load_params, per_env
 from stages.storage import atomic_dir, read_split, write_json, write_split
 
 TRAIN = Path("data/generated/train.parquet")
@@ -35,11 +37,11 @@ def main() -> None:
         raise SystemExit(f"error: {SCORES} holds no prompts; raise generate sizes.train above 0")
     scores = {row["id"]: int(row["passes"]) for row in rows}
     k = int(rows[0]["k"])
-    easy_min = get(params, "split.easy_min")
-    easy_min = k if easy_min is None else integer(params, "split.easy_min", minimum=1, maximum=k)
+    easy_key = per_env(params, "split.easy_min", choice(params, "env", ENV_NAMES))
+    easy_min = k if get(params, easy_key) is None else integer(params, easy_key, minimum=1, maximum=k)
     hard_max = integer(params, "split.hard_max", minimum=0)
     if hard_max >= easy_min:
-        raise ParamError(f"split.hard_max={hard_max} must be below split.easy_min={easy_min} (k={k})")
+        raise ParamError(f"split.hard_max={hard_max} must be below {easy_key}={easy_min} (k={k})")
 
     train = read_split(TRAIN).to_list()
     if {r["id"] for r in train} != scores.keys():

@@ -243,11 +243,15 @@ def test_compact_visual_recognition_and_precedence():
         False, -1.5, "you did not state the cards correctly.", False
     )
     assert verify(good.replace("Cards : 10 J 8 . ", ""), hand, 28, cards).reward == -1.5
-    # illegal beats misrecognised, misrecognised beats wrong numbers, wrong numbers beat wrong value
+    # The reward is the lowest fault's and the feedback the first of: illegal, misread, wrong numbers, value.
     assert verify(misread.replace("18 + 10", "18 ^ 10"), hand, 28, cards) == Verdict(
         False, -3.0, "step 2 is not of the form 'a op b = c'.", False
     )
-    assert verify(misread.replace("18 + 10 = 28", "18 + 9 = 27"), hand, 28, cards).reward == -1.5
+    wrong_numbers = "18 + 10 = 28", "18 + 9 = 27"
+    assert verify(misread.replace(*wrong_numbers), hand, 28, cards) == Verdict(
+        False, -2.0, "you did not state the cards correctly.", False
+    )
+    assert verify(good.replace(*wrong_numbers), hand, 28, cards).reward == -2.0  # misreading gains nothing
     wrong_both = good.replace("18 + 10 = 28", "18 + 9 = 28")
     assert verify(wrong_both, hand, 28, cards).reward == -2.0
 
@@ -346,6 +350,16 @@ def test_verify_never_raises(text, visual):
     assert "\n" not in verdict.feedback
     assert (verdict.recognized is None) == (not visual)
     assert verdict.feedback != "your answer cannot be read."  # the catch-all never fires
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["3", "8", "9", "+", "-", "*", "/", "=", ",", "24", "11"]), max_size=20))
+def test_misreading_the_cards_never_pays(tokens):
+    steps = "Numbers : 3 3 8 8 . Steps : " + " ".join(tokens)
+    read, misread = (
+        verify(f"Cards : {c} . {steps}", HAND, 24, ["3", "3", "8", "8"]) for c in ("3 3 8 8", "3 3 8 9")
+    )
+    assert misread.reward <= min(read.reward, -1.5) and not misread.success
 
 
 @pytest.mark.parametrize("response", [None, 24, b"8/(3-8/3)", ["8/(3-8/3)"]])

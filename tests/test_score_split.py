@@ -86,13 +86,15 @@ def test_bad_params_stop_with_one_line(micro_split, tmp_path, module, overrides,
     assert sorted(p.name for p in (repo / outputs[module]).parent.iterdir()) == before  # nothing half-written
 
 
-def test_base_steps_may_differ_per_env_family(micro_split, tmp_path):
+def test_steps_and_thresholds_may_differ_per_env(micro_split, tmp_path):
     repo = copy_repo(micro_split, tmp_path / "repo")
-    set_params(repo, {"base.steps": {"gp": 2, "virl": 3}})
+    set_params(repo, {"base.steps": {"gp_l": 2, "virl_l": 3}, "split.easy_min": {"gp_l": 1, "virl_l": None}})
     stage("base", repo)
     assert json.loads((repo / "models" / "base" / "base_info.json").read_text())["steps"] == 2
-    set_params(repo, {"base.steps": {"virl": 3}})
-    assert_one_line_error(stage("base", repo, check=False), "base.steps.gp")
+    stage("split", repo)
+    assert json.loads((repo / "metrics" / "split.json").read_text())["easy_min"] == 1
+    set_params(repo, {"base.steps": {"virl_l": 3}})
+    assert_one_line_error(stage("base", repo, check=False), "base.steps.gp_l")
 
 
 def test_virl_runs_through_split(tmp_path):

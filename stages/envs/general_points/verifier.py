@@ -34,7 +34,12 @@ class _Illegal(Exception):
 
 
 class _Faults:
-    """The first message for each kind of fault found while reading an answer."""
+    """The first message for each kind of fault found while reading an answer.
+
+    The reward is the lowest of the faults found, so a misread hand (-1.5) never scores above the same
+    formula with the cards read right (wrong numbers, -2): ranking misreading first paid GRPO to stop
+    reading. The feedback names the first fault in ORDER, the one to fix first.
+    """
 
     ORDER = (ILLEGAL, MISRECOGNIZED, WRONG_NUMBERS, WRONG_VALUE)
 
@@ -45,7 +50,8 @@ class _Faults:
         self.found.setdefault(kind, message)
 
     def worst(self) -> tuple[float, str] | None:
-        return next(((k, self.found[k]) for k in self.ORDER if k in self.found), None)
+        first = next((k for k in self.ORDER if k in self.found), None)
+        return None if first is None else (min(self.found), self.found[first])
 
 
 def verify(response, numbers, target=24, cards=None) -> Verdict:
