@@ -90,6 +90,7 @@ REAL_VL = {
     "base.coldstart_steps": 3,
     "base.batch_size": 4,
     "score.k": 2,
+    "split.easy_min": None,  # the default for gp_vl assumes score.k=8
     "rollout.max_new_tokens": 12,
     "sft.steps": 2,
     "sft.batch_size": 4,
@@ -142,6 +143,7 @@ MICRO_VL = {
     "base.steps": 4,
     "base.batch_size": 16,
     "score.temperature": 0.0,
+    "split.easy_min": None,  # the default for gp_vl assumes score.k=8
     "rollout.max_new_tokens": 12,
     "evaluate.k": 1,
     "evaluate.samples": 1,
