@@ -395,7 +395,7 @@ def test_generated_records(visual, style, target):
             assert f"{task['target']}" in record["prompt"]
             assert all(ch in record["prompt"] for ch in map(str, task["face_values"]))
             if visual:
-                assert record["image"].size == (256, 96)
+                assert record["image"].size == (224, 56)
             if target == "chain":
                 assert 1 <= task["target"] <= 99
     ids = [r["id"] for records in out.values() for r in records]

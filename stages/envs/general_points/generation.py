@@ -25,8 +25,8 @@ DEFAULTS: dict = {
     "prompt_style": "compact",  # compact | json
     "corpus_mix": {"id": 0.4, "ood": 0.4, "random": 0.2},  # rules in the pretraining corpus
     "eval_face_card": True,  # every eval hand holds a face card (ID and OOD evals stay comparable)
-    "image_width": 256,
-    "image_height": 96,
+    "image_width": 224,  # whole 28-pixel image tokens (8 x 2)
+    "image_height": 56,
 }
 
 RANKS = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
