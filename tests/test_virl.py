@@ -348,7 +348,7 @@ def test_iter_records_match_generate_in_any_reading_order():
 
 
 def test_images_have_the_declared_size(datasets):
-    assert {r["image"].size for r in datasets[("compact", True)]["train"]} == {(224, 56)}
+    assert {r["image"].size for r in datasets[("compact", True)]["train"]} == {(256, 64)}
     rows = virl.generate({"train": 1}, {"image_width": 123, "image_height": 45}, 0, visual=True)["train"]
     assert {r["image"].size for r in rows} == {(123, 45)}
 

@@ -78,8 +78,8 @@ def render_views(
     views: Sequence[str | None],
     roads: Sequence[bool],
     style: str,
-    width: int = 224,
-    height: int = 56,
+    width: int = 256,
+    height: int = 64,
 ) -> Image.Image:
     """Four panels (front, right, back, left): sky, ground, a road where a street leads that way,
     a building where none does, and the landmark's icon if one stands on that side."""

@@ -63,8 +63,8 @@ DEFAULTS = {
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
     "ood_visual": "landmarks",  # eval_ood_visual city: landmarks (other set + palette) | palette
-    "image_width": 224,  # whole 28-pixel image tokens: each view is 2 x 2 of them
-    "image_height": 56,
+    "image_width": 256,
+    "image_height": 64,
 }
 PROMPT_STYLES = ("compact", "json")
 OOD_VISUAL = {"landmarks": "ood", "palette": "ood_palette"}
