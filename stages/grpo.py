@@ -110,7 +110,7 @@ def main() -> None:
         vllm_server_host=get(params, "grpo.vllm.server_host"),
         vllm_server_port=integer(params, "grpo.vllm.server_port", minimum=1, maximum=65535),
     )
-    peft_config = lora_config(params, "grpo")
+    peft_config = lora_config(params, "grpo", env.visual)
     data, sizes = select_prompts(subset, False, "grpo.subset", "")
     processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "grpo.lora.target_modules")

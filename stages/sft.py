@@ -60,7 +60,7 @@ def main() -> None:
     batch_size = per_process(integer(params, "sft.batch_size", minimum=1), "sft.batch_size")
     lr = number(params, "sft.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)
-    peft_config = lora_config(params, "sft")
+    peft_config = lora_config(params, "sft", env.visual)
     data, sizes = select_prompts(subset, balance, "subset", "sft.balance")
     processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "sft.lora.target_modules")

@@ -159,8 +159,13 @@ def select_prompts(subset: str, balance: bool, subset_key: str, balance_key: str
     return datasets.concatenate_datasets(chosen), {name: sizes[name] for name in SUBSETS[subset]}
 
 
-def lora_config(cfg, prefix: str):
-    """A peft LoraConfig from `<prefix>.lora.*`, or None for full fine-tuning (validated either way)."""
+# A VLM's vision tower (Qwen2-VL's `visual`, the merger included): LoRA adapts the language model only.
+VISION_TOWER = r"(.*\.)?visual\..*"
+
+
+def lora_config(cfg, prefix: str, vision_language: bool = False):
+    """A peft LoraConfig from `<prefix>.lora.*`, or None for full fine-tuning (validated either way).
+    For a VLM the adapters go on the language model: the vision tower's modules are excluded."""
     enabled = flag(cfg, f"{prefix}.lora.enabled")
     rank = integer(cfg, f"{prefix}.lora.rank", minimum=1)
     alpha = number(cfg, f"{prefix}.lora.alpha", minimum=0.0)
@@ -174,7 +179,12 @@ def lora_config(cfg, prefix: str):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM"
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=targets,
+        exclude_modules=VISION_TOWER if vision_language else None,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
     )
 
 

@@ -294,3 +294,20 @@ def test_the_vision_tower_learns_at_its_share_of_the_rate(micro_vl, tmp_path):
         moved = {name: not torch.equal(p, before[name]) for name, p in model.named_parameters()}
         assert any(moved[n] for n in moved if ".visual." not in n)
         assert any(moved[n] for n in moved if ".visual." in n) == (scale > 0)
+
+
+def test_lora_adapts_the_language_model_and_leaves_the_vision_tower(micro_vl, tmp_path):
+    # sft.lora on a VL env: adapters on the language model only, merged into models/sft; the tower is the base's
+    from safetensors.torch import load_file
+
+    repo = copy_repo(micro_vl, tmp_path / "repo")
+    set_params(repo, {"sft.lora.enabled": True, "sft.lora.rank": 4, "sft.lora.alpha": 8, "sft.lr": 1e-2})
+    stage("sft", repo)
+    base = load_file(repo / "models" / "base" / "model.safetensors")
+    sft = load_file(repo / "models" / "sft" / "model.safetensors")
+    assert sft.keys() == base.keys()  # merged: no lora_ weights left
+    changed = {name for name in base if not (base[name] == sft[name]).all()}
+    tower = {name for name in base if f".{name}".startswith((".visual.", ".model.visual."))}
+    assert tower and changed and not changed & tower
+    assert any(name.endswith("q_proj.weight") for name in changed)
+    assert json.loads((repo / "metrics" / "sft.json").read_text())["lora_rank"] == 4
