@@ -297,7 +297,7 @@ def test_the_vision_tower_learns_at_its_share_of_the_rate(micro_vl, tmp_path):
 
 
 def test_lora_adapts_the_language_model_and_leaves_the_vision_tower(micro_vl, tmp_path):
-    # sft.lora on a VL env: adapters on the language model only, merged into models/sft; the tower is the base's
+    # sft.lora on a VL env: adapters on the language model only, merged into models/sft; the tower stays
     from safetensors.torch import load_file
 
     repo = copy_repo(micro_vl, tmp_path / "repo")
