@@ -41,9 +41,11 @@ def per_env(cfg: DictConfig, key: str, env: str) -> str:
     """The dotted key that holds `key`'s value for `env`: `key` itself, or `key.<env>` where the param maps
     each env to its own value (base.steps: {gp_l: 600, gp_vl: 400, ...}), so errors name the entry."""
     value = get(cfg, key)
-    if isinstance(value, dict) and env not in value:
+    if not isinstance(value, dict):
+        return key
+    if env not in value:
         raise ParamError(f"{key} has no entry for env={env}; add {key}.{env} or give one value for every env")
-    return f"{key}.{env}" if isinstance(value, dict) else key
+    return f"{key}.{env}"
 
 
 def choice(cfg: DictConfig, key: str, allowed: Iterable[str]) -> str:

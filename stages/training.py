@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -11,6 +12,10 @@ import torch
 from stages.checkpoints import Checkpoints
 from stages.params import ParamError, get, integer, number
 from stages.storage import read_split
+
+# A VLM's vision tower (Qwen2-VL's `visual`, the merger included), by module or parameter name: it trains at
+# its own rate, and LoRA leaves it out.
+VISION_TOWER = r"(.*\.)?visual\..*"
 
 # Keep logs readable; set before datasets builds its first progress bar.
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -79,7 +84,7 @@ def scale_vision_lr(trainer, scale: float) -> None:
     times the rate of the rest: the trainer's own optimizer (create_optimizer), each group split in two
     before its first step. The learning-rate schedule then scales every group alike."""
     optimizer = trainer.create_optimizer()
-    vision = {id(p) for name, p in trainer.model.named_parameters() if ".visual." in f".{name}"}
+    vision = {id(p) for name, p in trainer.model.named_parameters() if re.fullmatch(VISION_TOWER, name)}
     groups = list(optimizer.param_groups)
     optimizer.param_groups.clear()
     for group in groups:
@@ -157,10 +162,6 @@ def select_prompts(subset: str, balance: bool, subset_key: str, balance_key: str
             )
     chosen = [read_split(SPLITS / f"{name}.parquet").select(range(sizes[name])) for name in SUBSETS[subset]]
     return datasets.concatenate_datasets(chosen), {name: sizes[name] for name in SUBSETS[subset]}
-
-
-# A VLM's vision tower (Qwen2-VL's `visual`, the merger included): LoRA adapts the language model only.
-VISION_TOWER = r"(.*\.)?visual\..*"
 
 
 def lora_config(cfg, prefix: str, vision_language: bool = False):
