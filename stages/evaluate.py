@@ -22,6 +22,7 @@ from pathlib import Path
 
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
+from stages.provenance import provenance
 from stages.rollout import engine_params, make_engine, rollout
 from stages.storage import read_records, write_csv, write_json
 
@@ -148,6 +149,7 @@ def main(argv: list[str]) -> None:
         print(f"evaluate {argv[0]} on {name} ({len(records)} prompts): {metrics[name]}")
     metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
     metrics["wall_s"] = round(time.perf_counter() - start, 1)
+    metrics["provenance"] = provenance(get(params, "data_seed"))
     write_csv(PER_PROMPT / f"{argv[0]}.csv", rows)
     write_json(OUTPUT / f"{argv[0]}.json", metrics)
     print(f"evaluate {argv[0]}: wrote {OUTPUT / argv[0]}.json in {metrics['wall_s']}s")

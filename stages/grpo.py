@@ -24,40 +24,28 @@ stage again resumes from its last checkpoint (stages/checkpoints.py).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import datasets
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from stages import checkpoints
-from stages.curves import FlopsBudget, SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
 from stages.params import choice, get, integer, load_params, number, per_env
-from stages.rewards import env_reward, feedback_rollout
+from stages.posttraining import TrainingRun
+from stages.rewards import env_reward
 from stages.rollout import engine_params
-from stages.storage import atomic_dir, write_json
-from stages.train_logging import head_tail_means, run_metrics, series, write_curves
+from stages.train_logging import head_tail_means, series
 from stages.training import (
+    BASE,
     SUBSETS,
     check_lora_targets,
     conversational,
     flag,
     lora_config,
     per_process,
-    save_trained,
     select_prompts,
-    train,
-    trainer_defaults,
-    vision_lr_scale,
 )
-
-BASE = Path("models/base")
-OUTPUT = Path("models/grpo")
-METRICS = Path("metrics/grpo.json")
-LIVE = Path("metrics/grpo_live")
+from stages.viter import FeedbackRollout, with_record_keys
 
 
 class GroupFilterGRPOTrainer(GRPOTrainer):
@@ -83,10 +71,9 @@ class GroupFilterGRPOTrainer(GRPOTrainer):
 
 
 def main() -> None:
-    start = time.perf_counter()
     params = load_params()
     env = get_env(choice(params, "env", ENV_NAMES))
-    seed = integer(params, "seed", minimum=0)
+    run = TrainingRun("grpo", params, env, integer(params, "seed", minimum=0))
     subset = choice(params, "grpo.subset", SUBSETS)
     steps = integer(params, per_env(params, "grpo.steps", env.name), minimum=1)
     prompts_per_step = integer(params, "grpo.prompts_per_step", minimum=1)
@@ -114,50 +101,44 @@ def main() -> None:
     data, sizes = select_prompts(subset, False, "grpo.subset", "")
     processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "grpo.lora.target_modules")
-    parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
+    parameters = count_parameters(model)  # N of the paper's formula, counted before LoRA adds its own
     # Prompts (and VL images) without answers; `task` reaches the reward function as a keyword argument.
+    # Each prompt's messages name its record: a verification-iteration retry finds its task by that id.
     prompts = datasets.concatenate_datasets(
         [conversational(data).remove_columns("completion"), data.select_columns(["task"])], axis=1
     )
+    prompts = with_record_keys(prompts, data["id"])
     print(
         f"grpo: {env.name}, subset={subset}: {len(data)} prompts, {steps} steps of {prompts_per_step} x "
         f"{group}, viter={viter}, filter_groups={filter_groups}, vllm={grpo_args['use_vllm']}"
     )
 
-    saves = checkpoints.for_stage("grpo", params)
-    defaults = trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     trainer_class = GroupFilterGRPOTrainer if filter_groups else GRPOTrainer
-    tasks = dict(zip(data["prompt"], data["task"], strict=True))
     trainer = trainer_class(
         model=model,
         reward_funcs=env_reward(env),
-        args=GRPOConfig(**defaults, **grpo_args),
+        args=GRPOConfig(**run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr), **grpo_args),
         train_dataset=prompts,
         processing_class=processor,
         peft_config=peft_config,
-        rollout_func=feedback_rollout(env, tasks, viter) if viter > 1 else None,
+        rollout_func=FeedbackRollout.from_records(env, data["id"], data["task"], viter)
+        if viter > 1
+        else None,
     )
-    trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
-    if max_flops is not None:
-        trainer.add_callback(FlopsBudget(max_flops, parameters, prompts_per_step * group))
-    train_s = train(trainer, saves, vision_lr_scale(params, env.visual))
+    completions = prompts_per_step * group
+    run.train(
+        trainer,
+        processor,
+        max_new_tokens,
+        budget=max_flops,
+        vllm_generation=grpo_args["use_vllm"],
+        completions_per_step=completions,
+    )
 
-    if trainer.is_world_process_zero():
-        with atomic_dir(OUTPUT) as out:
-            save_trained(trainer, processor, out)
-        write_curves(trainer, LIVE, parameters, completions_per_step=prompts_per_step * group)
-        lengths = series(trainer, "completions/mean_length")  # model tokens per completion, each step
-        metrics = run_metrics(
-            trainer,
-            wall_s=time.perf_counter() - start,
-            train_s=train_s,
-            parameters=parameters,
-            train_tokens=trainer.state.num_input_tokens_seen,  # TRL's count: prompt + completion tokens
-            generated_tokens=round(sum(lengths) * prompts_per_step * group),
-        )
+    def extra() -> dict:
         reward, success = series(trainer, "reward"), series(trainer, "success")
         no_signal = series(trainer, "frac_reward_zero_std")
-        metrics |= {
+        return {
             "subset": subset,
             "train_prompts": len(data),
             **{f"train_prompts_{name}": n for name, n in sizes.items() if name != "all"},
@@ -167,9 +148,18 @@ def main() -> None:
             "reward_std_mean": round(sum(series(trainer, "reward_std")) / len(reward), 4),
             "zero_std_groups_frac": round(sum(no_signal) / len(no_signal), 4),  # GRPO's implicit filter
         }
-        write_json(METRICS, metrics)
-        saves.remove()
-        print(f"grpo: saved {OUTPUT}; {metrics}")
+
+    lengths = series(
+        trainer, "completions/mean_length"
+    )  # tokens per completion (retries included), each step
+    run.finish(
+        trainer,
+        processor,
+        parameters=parameters,
+        train_tokens=trainer.state.num_input_tokens_seen,  # TRL's count: prompt + completion tokens
+        generated_tokens=round(sum(lengths) * completions),
+        extra=extra,
+    )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ CHAT_TEMPLATE = (
     "{{- '" + ASSISTANT + "' if add_generation_prompt else '' -}}"
 )
 PATCH, MERGE = 14, 2  # Qwen2-VL's vision patch and merge sizes: one LM token per 28x28 pixels
+# A VLM's vision tower (Qwen2-VL's `visual`, the merger included), by module or parameter name: it trains at
+# its own rate, LoRA leaves it out, and the compute accounting counts it apart.
+VISION_TOWER = r"(.*\.)?visual\..*"
 
 
 def build_tokenizer(texts: Iterable[str], vision: bool = False) -> PreTrainedTokenizerFast:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from stages.params import ParamError, get, load_params
+from stages.provenance import provenance
 from stages.storage import write_csv, write_json
 
 MODELS = ("base", "sft", "grpo")
@@ -147,6 +148,7 @@ def main() -> None:
     summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
     if recognized:
         summary["recognition"] = recognition_key(metric)
+    summary["provenance"] = provenance(get(params, "data_seed"))
     write_json(SUMMARY_JSON, summary)
     SUMMARY_MD.write_text(markdown(rows, names, header, details))
     # One file per model, so DVC's plots name each model in the legend.

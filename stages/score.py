@@ -11,8 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from stages.compute import ComputeMeter
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
+from stages.provenance import provenance
 from stages.rollout import engine_params, make_engine, rollout
 from stages.storage import read_records, write_csv, write_json
 
@@ -24,6 +26,7 @@ HISTOGRAM = Path("metrics/score_hist.csv")
 
 
 def main() -> None:
+    start = time.perf_counter()  # wall_s covers the whole stage, as sft's and grpo's do
     params = load_params()
     env = get_env(choice(params, "env", ENV_NAMES))
     seed = integer(params, "data_seed", minimum=0)
@@ -35,9 +38,10 @@ def main() -> None:
 
     records = read_records(TRAIN)
     engine = make_engine(engine_name, MODEL, batch_size, seed)
-    start = time.perf_counter()
+    meter = ComputeMeter().watch(engine.model) if engine_name == "hf" else None  # vLLM's runs outside torch
+    began = time.perf_counter()
     episodes = rollout(engine, env, records, k, temperature, top_p, max_new_tokens, viter)
-    wall_s = time.perf_counter() - start
+    rollout_s = time.perf_counter() - began
 
     passes = [sum(e.success for e in group) for group in episodes]
     tokens = sum(e.generated_tokens for group in episodes for e in group)
@@ -49,15 +53,18 @@ def main() -> None:
         "k": k,
         "mean_pass_rate": round(sum(passes) / (k * len(records)), 4) if records else 0.0,
         "pass_histogram": dict(enumerate(histogram)),
-        "wall_s": round(wall_s, 1),
         "generated_tokens": tokens,
-        "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else 0.0,
+        "tokens_per_s": round(tokens / rollout_s, 1) if rollout_s > 0 else 0.0,
+        "flops": round(meter.flops["generation"]) if meter else None,  # prefill and decoding (hf engine)
         "engine": engine_name,
+        "rollout_s": round(rollout_s, 1),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "provenance": provenance(seed),
     }
     write_json(METRICS, metrics)
     write_csv(HISTOGRAM, [{"passes": c, "prompts": n} for c, n in enumerate(histogram)])
     print(
-        f"score: {len(records)} prompts x {k} samples in {wall_s:.1f}s, mean pass rate "
+        f"score: {len(records)} prompts x {k} samples in {rollout_s:.1f}s, mean pass rate "
         f"{metrics['mean_pass_rate']}, histogram {histogram}"
     )
 

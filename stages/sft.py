@@ -9,71 +9,61 @@ buckets come from the `split` stage), with the environment's oracle answers as t
 completion only. `sft.balance` cuts every bucket to the size of the smallest first. Full fine-tuning, or LoRA
 (`sft.lora.*`) merged into the weights, so models/sft is a plain checkpoint like models/base.
 
-Writes models/sft, metrics/sft.json (wall time, tokens, FLOPs, gradient norms) and per-step curves in
-metrics/sft_live. The model is written all-or-nothing: a run killed midway leaves no models/sft behind (or the
-previous one untouched); running the stage again resumes from its last checkpoint (stages/checkpoints.py).
+Writes models/sft, metrics/sft.json (wall time, tokens, FLOPs by part, gradient norms, provenance) and
+curves in metrics/sft_live. The model is written all-or-nothing: a run killed midway leaves no models/sft
+behind (or the previous one untouched); running the stage again resumes from its last checkpoint
+(stages/checkpoints.py).
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 from trl import SFTConfig, SFTTrainer
 
-from stages import checkpoints
-from stages.curves import SuccessCurve
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
 from stages.params import choice, integer, load_params, number, per_env
+from stages.posttraining import TrainingRun
 from stages.rollout import engine_params
-from stages.storage import atomic_dir, write_json
-from stages.train_logging import run_metrics, series, write_curves
+from stages.train_logging import series
 from stages.training import (
+    BASE,
     SUBSETS,
     check_lora_targets,
     conversational,
     flag,
     lora_config,
     per_process,
-    save_trained,
     select_prompts,
-    train,
-    trainer_defaults,
-    vision_lr_scale,
 )
-
-BASE = Path("models/base")
-OUTPUT = Path("models/sft")
-METRICS = Path("metrics/sft.json")
-LIVE = Path("metrics/sft_live")
 
 
 def main() -> None:
-    start = time.perf_counter()
     params = load_params()
     env = get_env(choice(params, "env", ENV_NAMES))
+    run = TrainingRun("sft", params, env, integer(params, "seed", minimum=0))
     subset = choice(params, "subset", SUBSETS)
     balance = flag(params, "sft.balance")
-    seed = integer(params, "seed", minimum=0)
     steps = integer(params, per_env(params, "sft.steps", env.name), minimum=1)
     batch_size = per_process(integer(params, "sft.batch_size", minimum=1), "sft.batch_size")
     lr = number(params, "sft.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)
+    _, _, max_new_tokens = engine_params(params)
     peft_config = lora_config(params, "sft", env.visual)
     data, sizes = select_prompts(subset, balance, "subset", "sft.balance")
     processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor
     check_lora_targets(peft_config, model, "sft.lora.target_modules")
-    parameters = count_parameters(model)  # N in the FLOPs, counted before LoRA adds its own
+    parameters = count_parameters(model)  # N of the paper's formula, counted before LoRA adds its own
     print(
         f"sft: subset={subset} balance={balance}: {len(data)} prompts {sizes}, {steps} steps, "
         f"{'LoRA r=' + str(peft_config.r) if peft_config else 'full fine-tuning'}"
     )
 
-    saves = checkpoints.for_stage("sft", params)
-    defaults = trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     # Non-padding tokens seen, kept in the trainer state, so a resumed run counts the steps before it too.
-    args = SFTConfig(**defaults, max_length=max_length, include_num_input_tokens_seen="non_padding")
+    args = SFTConfig(
+        **run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr),
+        max_length=max_length,
+        include_num_input_tokens_seen="non_padding",
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -81,23 +71,11 @@ def main() -> None:
         processing_class=processor,
         peft_config=peft_config,
     )
-    _, _, max_new_tokens = engine_params(params)
-    trainer.add_callback(SuccessCurve(env, processor, params, max_new_tokens, seed))
-    train_s = train(trainer, saves, vision_lr_scale(params, env.visual))
+    run.train(trainer, processor, max_new_tokens)
 
-    if trainer.is_world_process_zero():
-        with atomic_dir(OUTPUT) as out:
-            save_trained(trainer, processor, out)
-        write_curves(trainer, LIVE, parameters)
-        metrics = run_metrics(
-            trainer,
-            wall_s=time.perf_counter() - start,
-            train_s=train_s,
-            parameters=parameters,
-            train_tokens=trainer.state.num_input_tokens_seen,
-        )
+    def extra() -> dict:
         accuracy = series(trainer, "mean_token_accuracy")
-        metrics |= {
+        return {
             "subset": subset,
             "balance": balance,
             "train_prompts": len(data),
@@ -106,9 +84,14 @@ def main() -> None:
             "lora_rank": peft_config.r if peft_config else 0,
             "token_accuracy_last": round(accuracy[-1], 4) if accuracy else None,
         }
-        write_json(METRICS, metrics)
-        saves.remove()
-        print(f"sft: saved {OUTPUT}; {metrics}")
+
+    run.finish(
+        trainer,
+        processor,
+        parameters=parameters,
+        train_tokens=trainer.state.num_input_tokens_seen,
+        extra=extra,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, choice, get, integer, load_params, per_env
+from stages.provenance import provenance
 from stages.storage import atomic_dir, read_split, write_json, write_split
 
 TRAIN = Path("data/generated/train.parquet")
@@ -57,6 +58,7 @@ def main() -> None:
     metrics = {f"{name}_frac": round(len(buckets[name]) / total, 4) for name in BUCKETS}
     metrics |= {f"{name}_count": len(buckets[name]) for name in BUCKETS}
     metrics |= {"k": k, "easy_min": easy_min, "hard_max": hard_max}
+    metrics["provenance"] = provenance(get(params, "data_seed"))
     write_json(METRICS, metrics)
     print("split: " + ", ".join(f"{name} {len(buckets[name])}" for name in BUCKETS))
 

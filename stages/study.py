@@ -37,6 +37,7 @@ from dvc.api import DVCFileSystem
 from stages.claims import SUBSETS, SeedResults, claims_table, markdown
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, load_params
+from stages.provenance import provenance
 from stages.storage import write_json
 
 # What makes each arm; the sft arms pin grpo.viter 1, so their GRPO model is the viter-1 arm.
@@ -275,7 +276,8 @@ def write_claims(name: str, metric: str) -> None:
         f"{len(names)} experiments; `python -m stages.study claims` rewrites this file."
     )
     write_json(out / "claims.json", {"study": name, "env": env, "metric": metric, "experiments": names,
-                                     "seeds": [s.seed for s in seeds], "claims": rows})  # fmt: skip
+                                     "seeds": [s.seed for s in seeds], "claims": rows,
+                                     "provenance": provenance(get(load_params(), "data_seed"))})  # fmt: skip
     (out / "claims.md").write_text(markdown(rows, header))
     print((out / "claims.md").read_text())
 

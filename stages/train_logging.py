@@ -1,7 +1,8 @@
 """Training logs and run metrics shared by the `sft` and `grpo` stages.
 
 Per-step curves go to a dvclive directory under metrics/ (declared as plots in dvc.yaml); the run summary
-(wall time, tokens, FLOPs, gradient norms) goes to metrics/<stage>.json. Only the main process writes.
+(tokens, gradient norms; FLOPs and seconds from stages/compute.py) goes to metrics/<stage>.json. Only the
+main process writes.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from stages.curves import curve_points
 
-
-def write_curves(trainer, directory: Path, parameters: int, completions_per_step: int = 0) -> None:
+def write_curves(trainer, directory: Path, points: list[dict]) -> None:
     """Per-step logs (loss, grad_norm, learning_rate, reward, ...) to a dvclive folder, from the main process,
-    and the scaling curve (success against FLOPs, stages/curves.py) as plots/custom/success_vs_flops.json.
+    and the scaling-curve `points` (success against FLOPs, stages/curves.py) as
+    plots/custom/success_vs_flops.json.
 
     Written from the trainer's log history after training rather than by a live callback: a resumed run
     restores that history from its checkpoint, so its curves match an uninterrupted run's. dvcyaml=None and
@@ -34,7 +34,6 @@ def write_curves(trainer, directory: Path, parameters: int, completions_per_step
             for key, value in log.items():
                 if key != "step" and Metric.could_log(value):
                     live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value)
-        points = curve_points(trainer.state.log_history, parameters, completions_per_step)
         if points:
             live.log_plot("success_vs_flops", points, x="flops", y=["id", "ood_rule"], template="linear")
         else:  # curves.eval_every: 0; the file is a declared output all the same
@@ -60,23 +59,20 @@ def head_tail_means(values: list[float], fraction: float = 0.1) -> tuple[float |
 
 
 def run_metrics(
-    trainer, *, wall_s: float, train_s: float, parameters: int, train_tokens: int, generated_tokens: int = 0
+    trainer, *, train_s: float, parameters: int, train_tokens: int, generated_tokens: int = 0
 ) -> dict:
-    """Compute and gradient statistics of a finished run.
+    """Tokens and gradient statistics of a finished run (its compute and seconds: stages/compute.py).
 
-    FLOPs as in the SFTvsRL paper: 6·N per trained token plus 2·N per generated token (N = parameter count).
     Trained tokens are the non-padding prompt and completion tokens that went through forward and backward.
     """
     grad_norms = [g for g in series(trainer, "grad_norm") if math.isfinite(g)]
     losses = series(trainer, "loss")
     return {
-        "wall_s": round(wall_s, 1),
         "train_s": round(train_s, 1),
         "steps": trainer.state.global_step,
         "parameters": parameters,
         "train_tokens": int(train_tokens),
         "generated_tokens": int(generated_tokens),
-        "flops": 6 * parameters * int(train_tokens) + 2 * parameters * int(generated_tokens),
         "grad_norm_mean": round(sum(grad_norms) / len(grad_norms), 4) if grad_norms else None,
         "grad_norm_max": round(max(grad_norms), 4) if grad_norms else None,
         "loss_first": round(losses[0], 4) if losses else None,

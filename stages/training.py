@@ -1,4 +1,6 @@
-"""Shared pieces of the training stages: datasets in TRL's conversational format and config defaults."""
+"""Shared pieces of the training stages (base, sft, grpo): datasets in TRL's conversational format, config
+defaults, resumable training, LoRA and the difficulty subsets. The post-training run itself (sft, grpo) is
+stages/posttraining.py."""
 
 from __future__ import annotations
 
@@ -8,14 +10,12 @@ from pathlib import Path
 
 import datasets
 import torch
+from transformers import TrainingArguments
 
 from stages.checkpoints import Checkpoints
+from stages.modeling import VISION_TOWER
 from stages.params import ParamError, get, integer, number
 from stages.storage import read_split
-
-# A VLM's vision tower (Qwen2-VL's `visual`, the merger included), by module or parameter name: it trains at
-# its own rate, and LoRA leaves it out.
-VISION_TOWER = r"(.*\.)?visual\..*"
 
 # Keep logs readable; set before datasets builds its first progress bar.
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -34,6 +34,15 @@ def conversational(split: datasets.Dataset) -> datasets.Dataset:
     if "image" not in split.column_names:
         return messages
     return datasets.concatenate_datasets([messages, split.select_columns(["image"])], axis=1)
+
+
+# Activation checkpointing's TrainingArguments field: gradient_checkpointing up to transformers 5.17, renamed
+# activation_checkpointing later (the range pyproject.toml admits spans both).
+CHECKPOINTING = next(
+    name
+    for name in ("activation_checkpointing", "gradient_checkpointing")
+    if name in TrainingArguments.__dataclass_fields__
+)
 
 
 def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
@@ -56,7 +65,7 @@ def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, l
         data_seed=seed,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=False,
+        **{CHECKPOINTING: False},
         logging_steps=1,
         report_to=[],
         dataloader_num_workers=0,
@@ -125,6 +134,7 @@ SUBSETS = {
     "easy_medium": ("easy", "medium"),
 }
 TRAIN = Path("data/generated/train.parquet")
+BASE = Path("models/base")
 SPLITS = Path("data/splits")
 
 

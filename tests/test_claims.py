@@ -41,10 +41,10 @@ def seed_results(seed: int, success: dict[str, dict[str, float]], n: int = 200) 
         ],
         "grpo_viter3": [{"flops": 0, "ood_rule": 0.4}, {"flops": 400, "ood_rule": 0.45}],
     }
-    training = {f"sft_{s}": {"grad_norm_mean": 1.0 if s == "hard" else 0.5, "wall_s": 50.0} for s in SUBSETS}
+    training = {f"sft_{s}": {"grad_norm_mean": 1.0 if s == "hard" else 0.5, "cost_s": 50.0} for s in SUBSETS}
     training |= {
-        "grpo": {"wall_s": 300.0 + seed},
-        "grpo_viter3": {"wall_s": 600.0},
+        "grpo": {"cost_s": 300.0 + seed},
+        "grpo_viter3": {"cost_s": 600.0},
         "score": {"wall_s": 40.0},
     }
     return SeedResults(seed, prompts, training=training, curves=curves)

@@ -186,8 +186,8 @@ def run_on_checkpoint(tmp_path: Path, monkeypatch, overrides: dict, build) -> tu
 def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
-    from stages.rewards import feedback_turn
     from stages.storage import read_split
+    from stages.viter import feedback_turn
 
     repo, checkpoint = run_on_checkpoint(tmp_path, monkeypatch, REAL, build_qwen_checkpoint)
 

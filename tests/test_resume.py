@@ -28,7 +28,7 @@ MICRO_RUNS = {
     "rollout.max_new_tokens": 16,
     "curves.eval_every": 8,
 }
-TIMINGS = ("wall_s", "train_s")
+TIMINGS = ("wall_s", "train_s", "curves_s", "cost_s")
 
 
 def test_last_skips_a_checkpoint_cut_short(tmp_path):
@@ -85,8 +85,12 @@ def test_a_killed_stage_resumes_and_matches_an_uninterrupted_run(micro_split, tm
         assert list((killed / "checkpoints" / stage).glob("*/checkpoint-*"))
         set_params(killed, {"grpo.lr": 3e-4})
 
+    state = next((killed / "checkpoints" / stage).glob("*/checkpoint-*/trainer_state.json"))
+    before_s = [log["wall_s"] for log in json.loads(state.read_text())["log_history"] if "wall_s" in log][-1]
     resumed = run(["dvc", "repro", stage], killed)
     assert "resuming from" in resumed.stdout, resumed.stdout
+    # the resumed run's wall time adds the killed process's seconds up to its checkpoint
+    assert json.loads((killed / "metrics" / f"{stage}.json").read_text())["wall_s"] > before_s
     assert not (killed / "checkpoints").exists()
     metrics, trained = outcome(killed, stage)
     assert metrics == expected_metrics

@@ -36,6 +36,9 @@ def test_score_writes_pass_counts_and_metrics(micro_split):
     assert sum(histogram) == len(train) and metrics["k"] == 4
     assert metrics["mean_pass_rate"] == pytest.approx(sum(scores.values()) / (4 * len(train)), abs=1e-4)
     assert metrics["generated_tokens"] > 0 and metrics["tokens_per_s"] > 0
+    # prefill and decoding of every sample, at least 2 x N per generated token; the whole stage's seconds
+    assert metrics["flops"] > 2 * 30_000 * metrics["generated_tokens"]
+    assert metrics["wall_s"] >= metrics["rollout_s"] > 0 and metrics["provenance"]["data_seed"] == 0
 
 
 def test_every_prompt_lands_in_exactly_one_bucket(micro_split):

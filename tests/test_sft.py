@@ -89,7 +89,8 @@ def test_sft_trains_on_the_subset_and_writes_metrics(repo):
     assert metrics["train_prompts"] == 40 and metrics["train_prompts_easy"] == 12
     assert metrics["subset"] == "easy_medium" and metrics["steps"] == 3
     assert metrics["wall_s"] > 0 and metrics["train_tokens"] > 0 and metrics["generated_tokens"] == 0
-    assert metrics["flops"] == 6 * metrics["parameters"] * metrics["train_tokens"]
+    assert metrics["flops_paper_formula"] == 6 * metrics["parameters"] * metrics["train_tokens"]
+    assert metrics["flops"] == metrics["flops_parts"]["train"] > 0  # SFT only trains
     assert 0 < metrics["grad_norm_mean"] <= metrics["grad_norm_max"]
     plots = repo / "metrics" / "sft_live" / "plots" / "metrics"
     for name in ("loss", "grad_norm", "learning_rate"):  # one row per step, after the header

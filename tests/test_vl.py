@@ -222,14 +222,15 @@ def test_grpo_retries_are_generated_with_the_image(micro_vl, tmp_path):
     from stages.checkpoints import Checkpoints
     from stages.envs import get_env
     from stages.modeling import IMAGE_PAD, load_model
-    from stages.rewards import env_reward, feedback_rollout
+    from stages.rewards import env_reward
     from stages.storage import read_records
     from stages.training import trainer_defaults
+    from stages.viter import RECORD, FeedbackRollout
 
     env = get_env("gp_vl")
     processor, model = load_model(micro_vl / "models" / "base")
     records = read_records(micro_vl / "data" / "generated" / "train.parquet", 4)
-    turns = [[{"role": "user", "content": r["prompt"]}] for r in records]
+    turns = [[{"role": "user", "content": r["prompt"], RECORD: r["id"]}] for r in records]
     train = datasets.Dataset.from_dict({"prompt": turns})
     args = GRPOConfig(
         **trainer_defaults(Checkpoints(tmp_path / "out", every=0), steps=1, batch_size=8, lr=1e-4, seed=0),
@@ -252,8 +253,8 @@ def test_grpo_retries_are_generated_with_the_image(micro_vl, tmp_path):
         for turn, record in zip(turns, records, strict=True)
         for _ in range(2)
     ]
-    tasks = {r["prompt"]: r["task"] for r in records}
-    out = feedback_rollout(env, tasks, viter=3)(prompts, trainer)
+    tasks = {r["id"]: r["task"] for r in records}
+    out = FeedbackRollout(env, tasks, viter=3)(prompts, trainer)
     assert len(calls) >= 2 and len(out["completion_ids"]) == len(prompts)  # the micro model fails, so retries
     image_pad = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
     tokens_per_image = sum(ids.count(image_pad) for ids in calls[0][0]) // len(calls[0][0])
