@@ -226,7 +226,7 @@ class ComputeLog(TrainerCallback):
             prompt = max(0.0, logs["num_tokens"] - self.tokens_seen - completion)
             self.meter.generation_estimate(prompt, completion, self.completions_per_step, *self.vllm)
             self.tokens_seen = logs["num_tokens"]
-        names = sorted(set(self.meter.flops) | {k.removeprefix(KEY + "/") for k in self.offset if "/" in k})
+        names = (*PARTS, "vision", "curves")  # the same on every process: reduce needs equal shapes
         local = torch.tensor([self.meter.flops[n] for n in names], dtype=torch.float64)
         summed = self.accelerator.reduce(local.to(self.accelerator.device), "sum").cpu().tolist()
         counts = {
