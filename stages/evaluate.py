@@ -23,7 +23,7 @@ from pathlib import Path
 from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.provenance import provenance
-from stages.rollout import engine_params, make_engine, rollout
+from stages.rollout import engine_params, make_engine, rollout, vllm_memory
 from stages.storage import read_records, write_csv, write_json
 
 DATA = Path("data/generated")
@@ -130,7 +130,7 @@ def main(argv: list[str]) -> None:
     engine_name, batch_size, max_new_tokens = engine_params(params)
     eval_sets = load_eval_sets(env)
 
-    engine = make_engine(engine_name, model_dir, batch_size, seed)
+    engine = make_engine(engine_name, model_dir, batch_size, seed, vllm_memory(params))
     start = time.perf_counter()
     metrics = {
         "model": argv[0],

@@ -15,7 +15,7 @@ from stages.compute import ComputeMeter
 from stages.envs import ENV_NAMES, get_env
 from stages.params import choice, integer, load_params, number
 from stages.provenance import provenance
-from stages.rollout import engine_params, make_engine, rollout
+from stages.rollout import engine_params, make_engine, rollout, vllm_memory
 from stages.storage import read_records, write_csv, write_json
 
 MODEL = Path("models/base")
@@ -37,7 +37,7 @@ def main() -> None:
     engine_name, batch_size, max_new_tokens = engine_params(params)
 
     records = read_records(TRAIN)
-    engine = make_engine(engine_name, MODEL, batch_size, seed)
+    engine = make_engine(engine_name, MODEL, batch_size, seed, vllm_memory(params))
     meter = ComputeMeter().watch(engine.model) if engine_name == "hf" else None  # vLLM's runs outside torch
     began = time.perf_counter()
     episodes = rollout(engine, env, records, k, temperature, top_p, max_new_tokens, viter)
