@@ -10,9 +10,11 @@ them (tests/test_compute.py checks the two agree):
 
 - a linear layer with input x of `tokens` rows: 2·in·out·tokens forward; its backward, when it runs, computes
   the input's gradient (if x requires grad) and the weight's (if the weight does), 2·in·out·tokens each;
-- an attention call over Tq queries and Tk keys: 4·B·heads·head_dim·Tq·Tk forward, twice that backward;
-  a vision tower's attention runs per image, over that image's patches;
-- a convolution (a vision tower's patch embedding): 2·outputs·(in_channels·kernel) forward.
+- an attention call over Tq queries and Tk keys: 4·B·heads·head_dim·Tq·Tk forward, 2.5 times that backward
+  (the fused kernels recompute the scores); a vision tower's attention runs per image, over its patches;
+- a convolution (a vision tower's patch embedding): 2·outputs·(in_channels·kernel) forward;
+- TRL's fused LM head (its trainers project the hidden states through `lm_head.weight` in a chunked kernel,
+  outside the module): 2·vocab·hidden per scored position forward, and three times that backward.
 
 Each call is charged to a part of the run: `train` (forward and backward of the policy), `generation`
 (prefill and decoding of the policy under a KV cache), `reference` (the frozen reference model), `scoring`
@@ -33,6 +35,7 @@ fields of metrics/<stage>.json.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import re
 import time
@@ -104,8 +107,25 @@ class ComputeMeter:
                 self._part = "train"
             else:  # generate() passes its KV cache to every forward, prefill included
                 self._part = "generation" if kwargs.get("past_key_values") is not None else "scoring"
+            if kwargs.get("fused_lm_head"):
+                self._fused_head(module, kwargs)
 
         return hook
+
+    def _fused_head(self, model, kwargs) -> None:
+        """TRL's trainers call the model with `fused_lm_head=True` (trl.trainer.utils.add_fused_lm_head): the
+        LM head's matmuls then run in TRL's chunked log-prob kernel on `lm_head.weight`, not through the
+        module. Forward: one projection of the scored positions (all shifted positions; on a Triton device
+        only the labelled ones). Backward: the kernel recomputes the logits, then the hidden states' and the
+        weight's gradients: three more."""
+        labels = kwargs.get("shift_labels")
+        labels = kwargs["labels"][:, 1:] if labels is None else labels
+        on_triton = labels.device.type in ("cuda", "xpu") and importlib.util.find_spec("triton") is not None
+        positions = int((labels != -100).sum()) if on_triton else labels.numel()
+        weight = model.get_output_embeddings().weight
+        forward = 2 * weight.numel() * positions
+        backward = (1 + 1 + weight.requires_grad) * forward if torch.is_grad_enabled() else 0
+        self.add(self._part, forward + backward)
 
     def _on_layer(self, tower: bool):
         def hook(module, args, output):
@@ -134,7 +154,8 @@ class ComputeMeter:
                 pairs = batch * queries * keys
             forward = 4 * heads * head_dim * pairs
             grad = torch.is_grad_enabled() and (hidden.requires_grad or _trainable(module))
-            self.add(self._part, forward * (3 if grad else 1), tower)
+            # the fused kernels' backward recomputes the scores: five matmuls of the forward's two
+            self.add(self._part, forward * (3.5 if grad else 1), tower)
 
         return hook
 

