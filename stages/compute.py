@@ -243,9 +243,11 @@ class ComputeLog(TrainerCallback):
         if not logs or "loss" not in logs:
             return
         if self.vllm is not None and "num_tokens" in logs:
+            # TRL logs the tokens of all processes: one process charges them, the reduce adds them up
             completion = logs.get("completions/mean_length", 0.0) * self.completions_per_step
             prompt = max(0.0, logs["num_tokens"] - self.tokens_seen - completion)
-            self.meter.generation_estimate(prompt, completion, self.completions_per_step, *self.vllm)
+            if self.accelerator.is_main_process:
+                self.meter.generation_estimate(prompt, completion, self.completions_per_step, *self.vllm)
             self.tokens_seen = logs["num_tokens"]
         names = (*PARTS, "vision", "curves")  # the same on every process: reduce needs equal shapes
         local = torch.tensor([self.meter.flops[n] for n in names], dtype=torch.float64)
