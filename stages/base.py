@@ -20,6 +20,7 @@ from trl import SFTConfig, SFTTrainer
 
 from stages import checkpoints
 from stages.envs import ENV_NAMES
+from stages.launch import launch_processes
 from stages.modeling import (
     build_model,
     build_processor,
@@ -32,7 +33,14 @@ from stages.modeling import (
 )
 from stages.params import ParamError, choice, get, integer, load_params, number, per_env
 from stages.storage import atomic_dir, read_split, write_json
-from stages.training import conversational, train, trainer_defaults, vision_lr_scale
+from stages.training import (
+    conversational,
+    execution,
+    per_process,
+    train,
+    trainer_defaults,
+    vision_lr_scale,
+)
 
 OUTPUT = Path("models/base")
 DATA = Path("data/generated")
@@ -52,13 +60,14 @@ def image_size(data, env: str) -> tuple[int, int]:
 
 def main() -> None:
     params = load_params()
+    launch_processes("base", params)
     env = choice(params, "env", ENV_NAMES)
     visual = env.endswith("_vl")
     seed = integer(params, "data_seed", minimum=0)
     path = get(params, "model.path")
     steps = integer(params, per_env(params, "base.coldstart_steps" if path else "base.steps", env), minimum=0)
-    batch_size = integer(params, "base.batch_size", minimum=1)
-    lr = number(params, "base.lr", minimum=0.0)
+    batch_size = per_process(integer(params, "base.batch_size", minimum=1), "base.batch_size")
+    lr = number(params, "base.coldstart_lr" if path else "base.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)
 
     if path:  # a real checkpoint: cold-start SFT on the ID training prompts
@@ -97,7 +106,15 @@ def main() -> None:
     losses = []
     if steps > 0:
         args = SFTConfig(
-            **trainer_defaults(saves, steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+            **trainer_defaults(
+                saves,
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                batch_key="base.batch_size",
+                **execution(params),
+            ),
             max_length=max_length,
         )
         trainer = SFTTrainer(
@@ -105,6 +122,8 @@ def main() -> None:
         )
         train(trainer, saves, vision_lr_scale(params, visual))
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        if not trainer.is_world_process_zero():  # train.processes > 1: one process writes
+            return
     with atomic_dir(OUTPUT) as out:
         model.save_pretrained(out, safe_serialization=True)
         processor.save_pretrained(out)

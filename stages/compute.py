@@ -127,6 +127,15 @@ class ComputeMeter:
         backward = (1 + 1 + weight.requires_grad) * forward if torch.is_grad_enabled() else 0
         self.add(self._part, forward + backward)
 
+    def _charge(self, forward: float, backward: float, output: torch.Tensor, tower: bool) -> None:
+        """The forward now; the backward when it runs, from a hook on the output's gradient. So a forward
+        that activation checkpointing recomputes in the backward is charged twice, and its backward once,
+        as the run computes them (a backward charged with its forward would be counted twice)."""
+        part = self._forced or self._part
+        self.add(part, forward, tower)
+        if backward and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda grad: self.add(part, backward, tower))
+
     def _on_layer(self, tower: bool):
         def hook(module, args, output):
             x = args[0]
@@ -136,7 +145,7 @@ class ComputeMeter:
             else:  # convolution: every output value is a dot product over in_channels/groups x kernel
                 forward = 2 * output.numel() * weight[0].numel()
             grads = (x.requires_grad + weight.requires_grad) if torch.is_grad_enabled() else 0
-            self.add(self._part, forward * (1 + grads), tower)
+            self._charge(forward, forward * grads, output, tower)
 
         return hook
 
@@ -153,9 +162,8 @@ class ComputeMeter:
                 keys = cache.get_seq_length(module.layer_idx) if cache is not None else queries
                 pairs = batch * queries * keys
             forward = 4 * heads * head_dim * pairs
-            grad = torch.is_grad_enabled() and (hidden.requires_grad or _trainable(module))
             # the fused kernels' backward recomputes the scores: five matmuls of the forward's two
-            self.add(self._part, forward * (3.5 if grad else 1), tower)
+            self._charge(forward, 2.5 * forward, output[0] if isinstance(output, tuple) else output, tower)
 
         return hook
 
@@ -183,10 +191,6 @@ def _is_attention(module: torch.nn.Module) -> bool:
 def _heads(module) -> tuple[int, int]:
     heads = getattr(module, "num_heads", None) or module.config.num_attention_heads
     return heads, module.head_dim
-
-
-def _trainable(module: torch.nn.Module) -> bool:
-    return any(p.requires_grad for p in module.parameters())
 
 
 def dimensions(model: torch.nn.Module) -> tuple[int, int]:

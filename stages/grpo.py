@@ -29,6 +29,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from stages.envs import ENV_NAMES, get_env
+from stages.launch import launch_processes
 from stages.modeling import count_parameters, load_model
 from stages.params import ParamError, choice, get, integer, load_params, number, per_env
 from stages.posttraining import TrainingRun
@@ -72,13 +73,15 @@ class GroupFilterGRPOTrainer(GRPOTrainer):
 
 def main() -> None:
     params = load_params()
+    launch_processes("grpo", params)
     env = get_env(choice(params, "env", ENV_NAMES))
     run = TrainingRun("grpo", params, env, integer(params, "seed", minimum=0))
     subset = choice(params, "grpo.subset", SUBSETS)
     steps = integer(params, per_env(params, "grpo.steps", env.name), minimum=1)
     prompts_per_step = integer(params, "grpo.prompts_per_step", minimum=1)
     group = integer(params, "grpo.num_generations", minimum=2)
-    batch_size = per_process(prompts_per_step * group, "grpo.prompts_per_step x grpo.num_generations")
+    batch_key = "grpo.prompts_per_step x grpo.num_generations"
+    batch_size = per_process(prompts_per_step * group, batch_key)
     viter = integer(params, "grpo.viter", minimum=1)
     filter_groups = flag(params, "grpo.filter_groups")
     max_flops = None if get(params, "grpo.max_flops") is None else number(params, "grpo.max_flops", minimum=1)
@@ -124,7 +127,10 @@ def main() -> None:
     trainer = trainer_class(
         model=model,
         reward_funcs=env_reward(env),
-        args=GRPOConfig(**run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr), **grpo_args),
+        args=GRPOConfig(
+            **run.trainer_defaults(steps=steps, batch_size=batch_size, batch_key=batch_key, lr=lr),
+            **grpo_args,
+        ),
         train_dataset=prompts,
         processing_class=processor,
         peft_config=peft_config,

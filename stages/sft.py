@@ -20,6 +20,7 @@ from __future__ import annotations
 from trl import SFTConfig, SFTTrainer
 
 from stages.envs import ENV_NAMES, get_env
+from stages.launch import launch_processes
 from stages.modeling import count_parameters, load_model
 from stages.params import choice, integer, load_params, number, per_env
 from stages.posttraining import TrainingRun
@@ -39,6 +40,7 @@ from stages.training import (
 
 def main() -> None:
     params = load_params()
+    launch_processes("sft", params)
     env = get_env(choice(params, "env", ENV_NAMES))
     run = TrainingRun("sft", params, env, integer(params, "seed", minimum=0))
     subset = choice(params, "subset", SUBSETS)
@@ -60,7 +62,7 @@ def main() -> None:
 
     # Non-padding tokens seen, kept in the trainer state, so a resumed run counts the steps before it too.
     args = SFTConfig(
-        **run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr),
+        **run.trainer_defaults(steps=steps, batch_size=batch_size, batch_key="sft.batch_size", lr=lr),
         max_length=max_length,
         include_num_input_tokens_seen="non_padding",
     )

@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from stages.checkpoints import Checkpoints
 from stages.modeling import VISION_TOWER
-from stages.params import ParamError, get, integer, number
+from stages.params import ParamError, check_int, get, integer, number
 from stages.storage import read_split
 
 # Keep logs readable; set before datasets builds its first progress bar.
@@ -45,19 +45,49 @@ CHECKPOINTING = next(
 )
 
 
-def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+def execution(params) -> dict:
+    """How a training stage runs on its hardware (the `train` params), validated: neither changes what an
+    optimizer step trains on. Keyword arguments of `trainer_defaults`."""
+    micro = get(params, "train.micro_batch_size")
+    return dict(
+        micro_batch_size=None if micro is None else check_int("train.micro_batch_size", micro, minimum=1),
+        activation_checkpointing=flag(params, "train.activation_checkpointing"),
+    )
+
+
+def trainer_defaults(
+    checkpoints: Checkpoints,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    micro_batch_size: int | None = None,
+    activation_checkpointing: bool = False,
+    batch_key: str = "the batch size",
+) -> dict:
     """Arguments shared by SFTConfig and GRPOConfig, tuned for small models as well as large ones.
 
-    TRL's defaults suit multi-billion-parameter models on GPUs: activation checkpointing on, bf16 on
-    and a 1e-6 learning rate (GRPO). Here bf16 follows the hardware and checkpointing is off. Every step is
-    logged, so the curves and gradient-norm statistics cover all steps and a resumed run logs what an
-    uninterrupted one does.
+    `batch_size` is this process's share of the global batch (`batch_key`). `micro_batch_size` splits it
+    into micro-batches whose gradients accumulate, so an optimizer step sees the same batch on one GPU as on
+    eight; `activation_checkpointing` recomputes activations in the backward to save memory (its FLOPs are
+    counted: the meter sees the recomputed forward). TRL's defaults suit multi-billion-parameter models on
+    GPUs: activation checkpointing on, bf16 on and a 1e-6 learning rate (GRPO). Here bf16 follows the
+    hardware and checkpointing the `train` params. Every step is logged, so the curves and gradient-norm
+    statistics cover all steps and a resumed run logs what an uninterrupted one does.
     """
+    micro = micro_batch_size or batch_size
+    if batch_size % micro:
+        raise ParamError(
+            f"train.micro_batch_size={micro} must divide each process's batch, {batch_size} ({batch_key} / "
+            "processes); use a divisor of it, or null for no accumulation"
+        )
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return dict(
         **checkpoints.trainer_args(),
         max_steps=steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=batch_size // micro,
         learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps // 20),
@@ -65,7 +95,7 @@ def trainer_defaults(checkpoints: Checkpoints, *, steps: int, batch_size: int, l
         data_seed=seed,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        **{CHECKPOINTING: False},
+        **{CHECKPOINTING: activation_checkpointing},
         logging_steps=1,
         report_to=[],
         dataloader_num_workers=0,

@@ -122,6 +122,15 @@ def repo(micro_split, tmp_path, monkeypatch):
     "stage, overrides",
     [
         ("sft", {"sft.steps": 2, "sft.batch_size": 16}),
+        (  # the recomputed forward of activation checkpointing, in accumulated micro-batches
+            "sft",
+            {
+                "sft.steps": 2,
+                "sft.batch_size": 16,
+                "train.micro_batch_size": 4,
+                "train.activation_checkpointing": True,
+            },
+        ),
         (  # beta > 0 runs the reference model; viter 2 retries with the verifier's feedback
             "grpo",
             {

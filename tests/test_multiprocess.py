@@ -1,4 +1,5 @@
-"""Two processes under `accelerate launch` on CPU (gloo): one global batch, one writer, complete metrics."""
+"""Two processes under `accelerate launch` on CPU (gloo): one global batch, one writer, complete metrics;
+started by hand or by `train.processes`."""
 
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ def test_two_processes_train_the_same_global_batch_and_write_once(micro_split, t
 
     double = copy_repo(micro_split, tmp_path / "double")
     set_params(double, MICRO_RUNS)
-    result = launch(name, double, processes=2)
+    if name == "sft":  # as dvc repro runs it: the stage hands itself over to accelerate launch
+        set_params(double, {"train.processes": 2})
+        result = stage(name, double)
+        assert "sft: train.processes=2: -m accelerate.commands.launch" in result.stdout
+    else:
+        result = launch(name, double, processes=2)
     assert result.stdout.count(f"{name}: saved models/{name}") == 1  # only the main process writes
     metrics = json.loads((double / "metrics" / f"{name}.json").read_text())
     assert metrics.keys() == expected.keys() and None not in metrics.values()

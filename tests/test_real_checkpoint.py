@@ -142,7 +142,7 @@ REAL = {
     "generate.gp.num_cards": [2],
     "base.coldstart_steps": 40,
     "base.batch_size": 16,
-    "base.lr": 1e-2,
+    "base.coldstart_lr": 1e-2,
     "score.k": 2,
     "rollout.max_new_tokens": MAX_NEW_TOKENS,
     "sft.steps": 2,

@@ -137,3 +137,26 @@ def test_bad_input_stops_with_one_line_and_writes_nothing(repo, overrides, sizes
     assert_one_line_error(result, named)
     assert not (repo / "models" / "sft").exists() and not (repo / "metrics" / "sft.json").exists()
     assert not (repo / "metrics" / "sft_live").exists()
+
+
+def test_micro_batches_with_activation_checkpointing_train_the_same_steps(repo, tmp_path):
+    """train.micro_batch_size splits each step's batch into accumulated micro-batches and
+    train.activation_checkpointing recomputes the forward: the same model (to float error), the same tokens,
+    and more train FLOPs: the recomputed forward (tests/test_compute.py checks the count against torch's)."""
+    stage("sft", repo)
+    full = json.loads((repo / "metrics" / "sft.json").read_text())
+    expected = weights(repo / "models" / "sft")
+
+    micro = copy_repo(repo, tmp_path / "micro")
+    set_params(micro, {"train.micro_batch_size": 2, "train.activation_checkpointing": True})
+    stage("sft", micro)
+    metrics = json.loads((micro / "metrics" / "sft.json").read_text())
+    args = (micro / "metrics" / "sft_live" / "params.yaml").read_text()
+    assert "per_device_train_batch_size: 2" in args and "gradient_accumulation_steps: 4" in args
+    assert metrics["train_tokens"] == full["train_tokens"]
+    for key, tensor in weights(micro / "models" / "sft").items():
+        assert (tensor - expected[key]).abs().max() < 1e-4, key
+    assert metrics["flops_parts"]["train"] > 1.02 * full["flops_parts"]["train"]
+
+    set_params(micro, {"train.micro_batch_size": 3})
+    assert_one_line_error(stage("sft", micro, check=False), "train.micro_batch_size=3")

@@ -1,8 +1,10 @@
-"""The vision-language envs: the embedded Qwen2-VL through `dvc repro`, and a local Qwen2-VL checkpoint.
+"""The vision-language envs: the embedded Qwen2-VL through `dvc repro`, and local Qwen2-VL and Qwen2.5-VL
+checkpoints.
 
-The checkpoint is laid out as Qwen2-VL-Instruct's is: a Qwen2 BPE tokenizer with the vision tokens, the
-ChatML template with image parts (chat_template.json), the image processor's preprocessor_config.json and a
-tiny Qwen2VLForConditionalGeneration in bfloat16. No torchvision: images go through the PIL image processor.
+Each checkpoint is laid out as Qwen2-VL-Instruct's (or Qwen2.5-VL-Instruct's) is: a Qwen2 BPE tokenizer with
+the vision tokens, the ChatML template with image parts (chat_template.json), the image processor's
+preprocessor_config.json and a tiny model of the family in bfloat16. No torchvision: images go through the
+PIL image processor.
 """
 
 from __future__ import annotations
@@ -32,10 +34,27 @@ QWEN_VL_TEMPLATE = (
 )
 
 
-def build_qwen_vl_checkpoint(path: Path, texts: list[str]) -> Path:
-    """A tiny Qwen2-VL chat checkpoint laid out as Qwen2-VL-Instruct's, its tokenizer trained on texts."""
+# Each family's tiny tower: Qwen2.5-VL's has Qwen2's text model, but a gated-MLP, RMSNorm vision tower with
+# window attention (full attention in the blocks listed) and a merger to the text width.
+VISION_CONFIGS = {
+    "qwen2_vl": dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2),
+    "qwen2_5_vl": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=56,
+        fullatt_block_indexes=[1],
+    ),
+}
+
+
+def build_qwen_vl_checkpoint(path: Path, texts: list[str], family: str = "qwen2_vl") -> Path:
+    """A tiny chat checkpoint laid out as Qwen2-VL-Instruct's or Qwen2.5-VL-Instruct's (`family`), its
+    tokenizer trained on texts."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, GenerationConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     build_qwen_checkpoint(path, texts)  # the text checkpoint's tokenizer; its model is replaced below
@@ -44,7 +63,8 @@ def build_qwen_vl_checkpoint(path: Path, texts: list[str]) -> Path:
     tokenizer.chat_template = None  # the template lives in chat_template.json, as in Qwen2-VL's repository
     tokenizer.save_pretrained(path)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (ENDOFTEXT, IM_END, *VISION)}
-    config = Qwen2VLConfig(
+    config = AutoConfig.for_model(
+        family,
         text_config=dict(
             vocab_size=(len(tokenizer) + 63) // 64 * 64,
             hidden_size=64,
@@ -58,14 +78,14 @@ def build_qwen_vl_checkpoint(path: Path, texts: list[str]) -> Path:
             eos_token_id=ids[IM_END],
             tie_word_embeddings=True,
         ),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2),
+        vision_config=VISION_CONFIGS[family],
         image_token_id=ids["<|image_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
+    model = AutoModelForImageTextToText.from_config(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[ENDOFTEXT],
         eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
@@ -105,16 +125,26 @@ REAL_VL = {
 }
 
 
-def test_pipeline_on_a_qwen2_vl_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("family", "architecture", "processor_class"),
+    [
+        ("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"),
+        ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+    ],
+)
+def test_pipeline_on_a_qwen_vl_checkpoint(tmp_path, monkeypatch, family, architecture, processor_class):
     from stages.modeling import load_model
 
-    repo, _ = run_on_checkpoint(tmp_path, monkeypatch, REAL_VL, build_qwen_vl_checkpoint)
+    def build(path, texts):
+        return build_qwen_vl_checkpoint(path, texts, family)
+
+    repo, _ = run_on_checkpoint(tmp_path, monkeypatch, REAL_VL, build)
     for name in ("base", "sft", "grpo"):
         model_dir = repo / "models" / name
         config = json.loads((model_dir / "config.json").read_text())
-        assert config["architectures"] == ["Qwen2VLForConditionalGeneration"]
+        assert config["architectures"] == [architecture]
         processor, _ = load_model(model_dir)
-        assert type(processor).__name__ == "Qwen2VLProcessor" and processor.chat_template == QWEN_VL_TEMPLATE
+        assert type(processor).__name__ == processor_class and processor.chat_template == QWEN_VL_TEMPLATE
         metrics = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
         assert metrics["prompts"] == {"id": 4, "ood_rule": 4, "ood_visual": 4}
         for section in ("id", "ood_rule", "ood_visual"):
