@@ -67,6 +67,7 @@ def main() -> None:
     path = get(params, "model.path")
     steps = integer(params, per_env(params, "base.coldstart_steps" if path else "base.steps", env), minimum=0)
     batch_size = per_process(integer(params, "base.batch_size", minimum=1), "base.batch_size")
+    hardware = execution(params, batch_size, "base.batch_size")
     lr = number(params, "base.coldstart_lr" if path else "base.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)
 
@@ -112,8 +113,7 @@ def main() -> None:
                 batch_size=batch_size,
                 lr=lr,
                 seed=seed,
-                batch_key="base.batch_size",
-                **execution(params),
+                **hardware,
             ),
             max_length=max_length,
         )

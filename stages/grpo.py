@@ -41,6 +41,7 @@ from stages.training import (
     SUBSETS,
     check_lora_targets,
     conversational,
+    execution,
     flag,
     lora_config,
     per_process,
@@ -82,6 +83,7 @@ def main() -> None:
     group = integer(params, "grpo.num_generations", minimum=2)
     batch_key = "grpo.prompts_per_step x grpo.num_generations"
     batch_size = per_process(prompts_per_step * group, batch_key)
+    hardware = execution(params, batch_size, batch_key)
     viter = integer(params, "grpo.viter", minimum=1)
     filter_groups = flag(params, "grpo.filter_groups")
     max_flops = None if get(params, "grpo.max_flops") is None else number(params, "grpo.max_flops", minimum=1)
@@ -131,7 +133,7 @@ def main() -> None:
         model=model,
         reward_funcs=env_reward(env),
         args=GRPOConfig(
-            **run.trainer_defaults(steps=steps, batch_size=batch_size, batch_key=batch_key, lr=lr),
+            **run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr, **hardware),
             **grpo_args,
         ),
         train_dataset=prompts,

@@ -20,7 +20,7 @@ from stages.params import get
 from stages.provenance import provenance
 from stages.storage import atomic_dir, write_json
 from stages.train_logging import run_metrics, write_curves
-from stages.training import execution, save_trained, train, trainer_defaults, vision_lr_scale
+from stages.training import save_trained, train, trainer_defaults, vision_lr_scale
 
 
 class TrainingRun:
@@ -43,7 +43,7 @@ class TrainingRun:
 
     def trainer_defaults(self, **kwargs) -> dict:
         self.checkpoints = checkpoints.for_stage(self.stage, self.params)
-        return trainer_defaults(self.checkpoints, seed=self.seed, **execution(self.params), **kwargs)
+        return trainer_defaults(self.checkpoints, seed=self.seed, **kwargs)
 
     def train(
         self,

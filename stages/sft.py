@@ -31,6 +31,7 @@ from stages.training import (
     SUBSETS,
     check_lora_targets,
     conversational,
+    execution,
     flag,
     lora_config,
     per_process,
@@ -47,6 +48,7 @@ def main() -> None:
     balance = flag(params, "sft.balance")
     steps = integer(params, per_env(params, "sft.steps", env.name), minimum=1)
     batch_size = per_process(integer(params, "sft.batch_size", minimum=1), "sft.batch_size")
+    hardware = execution(params, batch_size, "sft.batch_size")
     lr = number(params, "sft.lr", minimum=0.0)
     max_length = integer(params, "model.max_length", minimum=16)
     _, _, max_new_tokens = engine_params(params)
@@ -62,7 +64,7 @@ def main() -> None:
 
     # Non-padding tokens seen, kept in the trainer state, so a resumed run counts the steps before it too.
     args = SFTConfig(
-        **run.trainer_defaults(steps=steps, batch_size=batch_size, batch_key="sft.batch_size", lr=lr),
+        **run.trainer_defaults(steps=steps, batch_size=batch_size, lr=lr, **hardware),
         max_length=max_length,
         include_num_input_tokens_seen="non_padding",
     )

@@ -45,13 +45,19 @@ CHECKPOINTING = next(
 )
 
 
-def execution(params) -> dict:
-    """How a training stage runs on its hardware (the `train` params), validated: neither changes what an
+def execution(params, batch_size: int, batch_key: str) -> dict:
+    """How a training stage runs on its hardware (the `train` params), validated against this process's
+    share of the global batch (`batch_key`) before any model loads: neither setting changes what an
     optimizer step trains on. Keyword arguments of `trainer_defaults`."""
     micro = get(params, "train.micro_batch_size")
+    micro = batch_size if micro is None else check_int("train.micro_batch_size", micro, minimum=1)
+    if batch_size % micro:
+        raise ParamError(
+            f"train.micro_batch_size={micro} must divide each process's batch, {batch_size} ({batch_key} / "
+            "processes); use a divisor of it, or null for no accumulation"
+        )
     return dict(
-        micro_batch_size=None if micro is None else check_int("train.micro_batch_size", micro, minimum=1),
-        activation_checkpointing=flag(params, "train.activation_checkpointing"),
+        micro_batch_size=micro, activation_checkpointing=flag(params, "train.activation_checkpointing")
     )
 
 
@@ -64,24 +70,19 @@ def trainer_defaults(
     seed: int,
     micro_batch_size: int | None = None,
     activation_checkpointing: bool = False,
-    batch_key: str = "the batch size",
 ) -> dict:
     """Arguments shared by SFTConfig and GRPOConfig, tuned for small models as well as large ones.
 
-    `batch_size` is this process's share of the global batch (`batch_key`). `micro_batch_size` splits it
-    into micro-batches whose gradients accumulate, so an optimizer step sees the same batch on one GPU as on
-    eight; `activation_checkpointing` recomputes activations in the backward to save memory (its FLOPs are
-    counted: the meter sees the recomputed forward). TRL's defaults suit multi-billion-parameter models on
-    GPUs: activation checkpointing on, bf16 on and a 1e-6 learning rate (GRPO). Here bf16 follows the
-    hardware and checkpointing the `train` params. Every step is logged, so the curves and gradient-norm
-    statistics cover all steps and a resumed run logs what an uninterrupted one does.
+    `batch_size` is this process's share of the global batch; `micro_batch_size` (a divisor of it, see
+    `execution`) splits it into micro-batches whose gradients accumulate, so an optimizer step sees the
+    same batch on one GPU as on eight. `activation_checkpointing` recomputes activations in the backward
+    to save memory (its FLOPs are counted: the meter sees the recomputed forward). TRL's defaults suit
+    multi-billion-parameter models on GPUs: activation checkpointing on, bf16 on and a 1e-6 learning rate
+    (GRPO). Here bf16 follows the hardware and checkpointing the `train` params. Every step is logged, so
+    the curves and gradient-norm statistics cover all steps and a resumed run logs what an uninterrupted
+    one does.
     """
     micro = micro_batch_size or batch_size
-    if batch_size % micro:
-        raise ParamError(
-            f"train.micro_batch_size={micro} must divide each process's batch, {batch_size} ({batch_key} / "
-            "processes); use a divisor of it, or null for no accumulation"
-        )
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return dict(
         **checkpoints.trainer_args(),
