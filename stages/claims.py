@@ -590,7 +590,7 @@ def measure(
         "se": float(resampled.draws.std()),
         "mde": detectable(resampled, settings.level),
         "unit_variance": resampled.unit_variance,
-        "seed_variance": resampled.seed_variance,
+        "seed_variance": None if math.isnan(resampled.seed_variance) else resampled.seed_variance,
         "prompt_level": units is not None,
     }
     if claim.ratio:
