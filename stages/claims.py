@@ -423,6 +423,7 @@ def resample(
     transform: Callable[[np.ndarray], np.ndarray],
     draws: int,
     rng: np.random.Generator,
+    level: float = 0.95,
 ) -> Resampled:
     """The hierarchical resampling of one row (docs/statistics.md).
 
@@ -452,10 +453,19 @@ def resample(
     # effects; measured as the draws' spread of each seed around the seed mean (the shared part cancels),
     # it is taken out of the seeds' spread so that it is not counted twice.
     interaction = float((drawn - seed_mean).var(axis=1).mean() * n_seeds / (n_seeds - 1))
-    seed_variance = max(0.0, float(point.var(ddof=1)) - interaction)
-    # The seed effect's draws: Student's t, the small-sample law of a mean over n_seeds seeds.
-    seed_effect = math.sqrt(seed_variance / n_seeds) * rng.standard_t(n_seeds - 1, size=draws)
-    draws_ = seed_mean - seed_mean.mean() + point.mean() + seed_effect
+    spread = float(point.var(ddof=1))
+    seed_variance = max(0.0, spread - interaction)
+    seed_effect = math.sqrt(seed_variance / n_seeds) * rng.standard_normal(draws)
+    centered = seed_mean - seed_mean.mean() + seed_effect
+    # The variance is estimated from n_seeds seeds: Welch-Satterthwaite degrees of freedom of the sum (the
+    # seeds' spread has n_seeds - 1, the unit part n_units - 1), and the draws stretched about the estimate
+    # so that their quantiles at the level are Student's t's, not the normal's.
+    n_units = len(np.unique(units)) if units is not None else 1
+    total = unit_variance + seed_variance / n_seeds
+    noise = (spread / n_seeds) ** 2 / (n_seeds - 1) + (unit_variance**2 / (n_units - 1) if n_units > 1 else 0)
+    quantile = 1 - (1 - level) / 2
+    stretch = stats.t.ppf(quantile, total**2 / noise) / stats.norm.ppf(quantile) if noise > 0 else 1.0
+    draws_ = point.mean() + stretch * centered
     return Resampled(float(point.mean()), point.tolist(), draws_, unit_variance, interaction, seed_variance)
 
 
@@ -577,7 +587,7 @@ def measure(
         return row | {"verdict": "not run", "note": "a ratio needs positive values in every seed"}
     transform = np.log if claim.ratio else (lambda x: x)
     back = np.exp if claim.ratio else (lambda x: x)
-    resampled = resample(per_seed, claim.on_prompts, units, transform, settings.draws, rng)
+    resampled = resample(per_seed, claim.on_prompts, units, transform, settings.draws, rng, settings.level)
     margin = math.log(settings.ratio_margin) if claim.ratio else settings.margin
     alpha = 1 - settings.level
     low, high = np.quantile(resampled.draws, [alpha / 2, 1 - alpha / 2])
