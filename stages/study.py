@@ -128,7 +128,8 @@ def parse_arms(text: str) -> list[str]:
         raise ParamError(
             f"--arms: unknown arm {', '.join(unknown) or '(none given)'}; use some of: {', '.join(ARMS)}"
         )
-    return arms
+    # the budget arm last: the first sft arm of a seed makes the default-steps GRPO its other arms restore
+    return sorted(arms, key=lambda arm: arm == "budget")
 
 
 def dvc(*args: str) -> str:

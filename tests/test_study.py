@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
 
 from stages.params import ParamError
-from stages.study import ARMS, DEFAULT_ARMS, arm_params, curve_arrays, units_from_ids
+from stages.study import ARMS, DEFAULT_ARMS, arm_params, curve_arrays, parse_arms, units_from_ids
 
 # Two optimizer steps per stage, curves at every step: the study's plumbing, not its findings.
 MICRO_STUDY = {
@@ -100,6 +100,7 @@ def test_a_study_needs_a_seed_and_known_arms(tmp_path):
 
 def test_the_budget_arm_multiplies_the_steps_the_study_would_train():
     assert "budget" not in DEFAULT_ARMS and "budget" in ARMS
+    assert parse_arms("budget,sft_all,grpo_viter3") == ["sft_all", "grpo_viter3", "budget"]
     assert arm_params("sft_hard", {}) == {"subset": "hard", "grpo.viter": 1}
     budget = arm_params("budget", {"env": "virl_l"})
     assert budget["sft.steps.virl_l"] == 150 * 4 and budget["grpo.steps.virl_l"] == 150 * 4
