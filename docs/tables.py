@@ -80,7 +80,8 @@ def engines() -> str:
 
 
 def curves() -> str:
-    """Greedy success along training (the scaling curves of metrics/*_live), with each point's FLOPs."""
+    """Success along training (the scaling curves of metrics/*_live, sampled or greedy as `curves` says), with
+    each point's FLOPs."""
     points = {s: load_list(f"metrics/{s}_live/plots/custom/success_vs_flops.json") for s in ("sft", "grpo")}
     rows = [
         "| step | SFT ID | SFT OOD | SFT FLOPs | GRPO ID | GRPO OOD | GRPO FLOPs |",

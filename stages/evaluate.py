@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from stages.envs import ENV_NAMES, get_env
+from stages.envs import ENV_NAMES, get_env, independent_unit
 from stages.params import ParamError, choice, get, integer, load_params, number
 from stages.provenance import provenance
 from stages.rollout import engine_params, make_engine, rollout, vllm_memory
@@ -79,13 +79,15 @@ def score_section(records, greedy, sampled, k: int, virl: bool, visual: bool = F
 
 
 def per_prompt_rows(name: str, records, greedy, sampled, visual: bool = False) -> list[dict]:
-    """One row per prompt: greedy success (0 or 1), the share of sampled answers that succeed and,
-    for VL envs, whether the greedy answer read the image right (0 or 1)."""
+    """One row per prompt: its independent unit (the route of a V-IRL step, else the prompt: what the claims'
+    bootstrap resamples), greedy success (0 or 1), the share of sampled answers that succeed and, for VL
+    envs, whether the greedy answer read the image right (0 or 1)."""
     rows = []
     for record, first, answers in zip(records, greedy, sampled, strict=True):
         row = {
             "set": name,
             "id": record["id"],
+            "unit": independent_unit(record),
             "greedy_success": int(first[0].success),
             "mean_success": round(sum(e.success for e in answers) / len(answers), 4),
         }

@@ -12,7 +12,8 @@ with training) when `rollout.engine` resolves to vllm, transformers otherwise.
   ("You failed this trial because ...") and the model answers again, through TRL's `rollout_func` hook. The
   trainer learns from every attempt; the feedback tokens are masked out of the loss (`env_mask`).
 - `grpo.max_flops` stops the run once its post-training FLOPs reach that budget (the schedule still spans
-  `grpo.steps`): the study runs grpo.viter 3 up to the compute of its viter-1 run, where they are compared.
+  `grpo.steps`, so a stopped run's learning rate has not annealed; the study's viter-3 arm runs its whole
+  schedule instead and is compared with viter 1 along the scaling curves).
 - `grpo.filter_groups`, DAPO's dynamic sampling: groups whose rewards are all equal carry no advantage; they
   are masked out of the loss, its KL term and its token normaliser. DAPO also resamples to refill the batch;
   here the batch simply holds fewer groups (TRL logs their share as frac_reward_zero_std).

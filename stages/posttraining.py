@@ -14,11 +14,11 @@ from pathlib import Path
 from stages import checkpoints
 from stages.checkpoints import Checkpoints
 from stages.compute import ComputeLog, ComputeMeter, dimensions, summary
-from stages.curves import SuccessCurve, curve_points
+from stages.curves import SuccessCurve, curve_points, curve_prompt_rows
 from stages.envs import Env
 from stages.params import get
 from stages.provenance import provenance
-from stages.storage import atomic_dir, write_json
+from stages.storage import atomic_dir, write_csv, write_json
 from stages.train_logging import run_metrics, write_curves
 from stages.training import save_trained, train, trainer_defaults, vision_lr_scale
 
@@ -62,8 +62,8 @@ class TrainingRun:
         vllm = dimensions(trainer.model) if vllm_generation else None
         self.log = ComputeLog(self.meter, trainer.accelerator, self.start, budget, vllm, completions_per_step)
         trainer.add_callback(self.log)
-        curve = SuccessCurve(self.env, processor, self.params, max_new_tokens, self.seed, self.meter)
-        trainer.add_callback(curve)
+        self.curve = SuccessCurve(self.env, processor, self.params, max_new_tokens, self.seed, self.meter)
+        trainer.add_callback(self.curve)
         self.train_s = train(trainer, self.checkpoints, vision_lr_scale(self.params, self.env.visual))
         self.meter.close()
 
@@ -85,6 +85,9 @@ class TrainingRun:
             save_trained(trainer, processor, out)
         history = trainer.state.log_history
         write_curves(trainer, self.live, curve_points(history))
+        # after dvclive, which cleans its folder when it starts; a header alone when the curves are off
+        columns = ["step", "flops", "set", "id", "unit", "success"]
+        write_csv(self.live / "curve_per_prompt.csv", curve_prompt_rows(history, self.curve.sets), columns)
         metrics = run_metrics(
             trainer,
             train_s=self.train_s,

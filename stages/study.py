@@ -3,11 +3,15 @@
     python -m stages.study run                      # 3 seeds x 6 arms on params.yaml's env, then the claims
     python -m stages.study run --set env=virl_l     # another env; --set applies to every arm
     python -m stages.study run --seeds 5 --arms sft_all,sft_medium --set sft.lr=1e-3 --name gp_l-lr1e-3
+    python -m stages.study run --arms sft_all,budget  # compute axis: SFT, GRPO at study.budget_multiple
     python -m stages.study claims                   # the table again, from the experiments already made
 
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
 `dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
-params that make it (ARMS); every experiment also trains GRPO and evaluates every model. Seeds vary `seed`
+params that make it (ARMS, arm_params); every experiment also trains GRPO and evaluates every model. The
+grpo_viter3 arm runs its whole schedule, and the claims compare it with viter 1 along the scaling curves at
+matched FLOPs; the budget arm (not in the default --arms) trains SFT on all prompts and GRPO for
+study.budget_multiple times their default steps, for the compute-axis claims. Seeds vary `seed`
 (post-training and evaluation samples) from one starting point (`data_seed`: data, base model, scores).
 DVC restores what experiments share from its run cache, so each runs only what is its own; run_study orders
 them in rounds so no two workers make the same stage. Experiments already made under these names are kept,
@@ -16,7 +20,8 @@ and `dvc exp push` take each.
 
 `claims` reads the experiments of the current commit through DVC (`dvc exp show --json` for their names,
 dvc.api.DVCFileSystem for the files at each experiment) and writes study/<name>/claims.md and claims.json.
-What each row measures, and how its intervals and verdict are made: stages/claims.py.
+What each row measures, and how its interval and verdicts are made (params.yaml `claims`: the equivalence
+margin, the level, the bootstrap draws): stages/claims.py and docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -33,16 +38,25 @@ import numpy as np
 import pandas as pd
 import yaml
 from dvc.api import DVCFileSystem
+from omegaconf import OmegaConf
 
-from stages.claims import SUBSETS, SeedResults, claims_table, markdown
+from stages.claims import SUBSETS, SeedResults, Settings, claims_table, markdown
 from stages.envs import ENV_NAMES
-from stages.params import ParamError, get, load_params
+from stages.params import ParamError, get, integer, load_params, per_env
 from stages.provenance import provenance
 from stages.storage import write_json
 
-# What makes each arm; the sft arms pin grpo.viter 1, so their GRPO model is the viter-1 arm.
+# What makes each arm; the sft arms pin grpo.viter 1, so their GRPO model is the viter-1 arm. The budget arm
+# also multiplies sft.steps and grpo.steps (arm_params); it is left out of the default --arms.
 ARMS = {f"sft_{subset}": {"subset": subset, "grpo.viter": 1} for subset in SUBSETS} | {
     "grpo_viter3": {"subset": "all", "grpo.viter": 3},
+    "budget": {"subset": "all", "grpo.viter": 1},
+}
+DEFAULT_ARMS = [arm for arm in ARMS if arm != "budget"]
+# The models each arm's experiments hold, by name in the claims -> the stage that made them.
+ARM_MODELS = {arm: {"base": "base", arm: "sft", "grpo": "grpo"} for arm in ARMS if arm.startswith("sft_")} | {
+    "grpo_viter3": {"grpo_viter3": "grpo"},
+    "budget": {"base": "base", "sft_all_budget": "sft", "grpo_budget": "grpo"},
 }
 OUTPUT = Path("study")
 METRICS = ("mean_success", "greedy_success")  # per-prompt success in metrics/eval/per_prompt/<model>.csv
@@ -56,7 +70,9 @@ def main(argv: list[str]) -> None:
     )
     run_parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     run_parser.add_argument(
-        "--arms", default=",".join(ARMS), help=f"comma-separated (default: {','.join(ARMS)})"
+        "--arms",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma-separated, of: {', '.join(ARMS)} (default: {','.join(DEFAULT_ARMS)})",
     )
     run_parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a param for all arms"
@@ -112,7 +128,8 @@ def parse_arms(text: str) -> list[str]:
         raise ParamError(
             f"--arms: unknown arm {', '.join(unknown) or '(none given)'}; use some of: {', '.join(ARMS)}"
         )
-    return arms
+    # the budget arm last: the first sft arm of a seed makes the default-steps GRPO its other arms restore
+    return sorted(arms, key=lambda arm: arm == "budget")
 
 
 def dvc(*args: str) -> str:
@@ -142,9 +159,8 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
 
     Experiments depend on each other through DVC's run cache: the first one makes the starting point
     (generate, base, score, split) that every seed shares, each seed's first sft arm trains the seed's
-    viter-1 GRPO that its other sft arms restore, and grpo_viter3 trains up to that run's FLOPs
-    (grpo.max_flops), the compute at which the claims compare them. Rounds keep the queue's workers from
-    making the same stage twice.
+    viter-1 GRPO that its other sft arms restore. Rounds keep the queue's workers from making the same stage
+    twice.
     """
     made = experiments()
     sft_arms = [arm for arm in arms if arm != "grpo_viter3"]
@@ -162,9 +178,7 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
-            todo[experiment] = {**overrides, "seed": seed, **ARMS[arm]}
-            if arm == "grpo_viter3":
-                todo[experiment]["grpo.max_flops"] = viter1_flops(name, seed, made)
+            todo[experiment] = {**overrides, "seed": seed, **arm_params(arm, overrides)}
         for experiment, params in todo.items():
             dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
         queued = list(todo)
@@ -187,16 +201,20 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
     print(f"study {name}: {ran} experiments queued and run")
 
 
-def viter1_flops(name: str, seed: int, made: dict[str, str]) -> int:
-    """The post-training FLOPs of the seed's viter-1 GRPO, read from an experiment of an sft arm."""
-    for arm in ARMS:
-        if arm != "grpo_viter3" and f"{name}-s{seed}-{arm}" in made:
-            fs = DVCFileSystem(".", rev=made[f"{name}-s{seed}-{arm}"])
-            return json.loads(fs.read_text("metrics/grpo.json"))["flops"]
-    raise ParamError(
-        f"--arms: grpo_viter3 trains up to the FLOPs of seed {seed}'s viter-1 GRPO, which an sft arm makes; "
-        "add one (e.g. --arms sft_all,grpo_viter3)"
-    )
+def arm_params(arm: str, overrides: dict[str, str]) -> dict:
+    """The params that make `arm`; the budget arm's steps are study.budget_multiple times those the study
+    would train (params.yaml with the study's --set), per env where the steps are given per env."""
+    made = dict(ARMS[arm])
+    if arm != "budget":
+        return made
+    config = load_params()
+    for key, value in overrides.items():
+        OmegaConf.update(config, key, yaml.safe_load(value), force_add=True)
+    multiple = integer(config, "study.budget_multiple", minimum=2)
+    for stage in ("sft", "grpo"):
+        key = per_env(config, f"{stage}.steps", get(config, "env"))
+        made[key] = integer(config, key, minimum=1) * multiple
+    return made
 
 
 def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:
@@ -219,66 +237,101 @@ def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:
     for experiment, fs in files.items():
         seed_text, arm = pattern.fullmatch(experiment).groups()
         results = seeds.setdefault(int(seed_text), SeedResults(int(seed_text), prompts={}))
-        models = (
-            {"grpo_viter3": "grpo"} if arm == "grpo_viter3" else {"base": "base", arm: "sft", "grpo": "grpo"}
-        )
-        for model, stage in models.items():
+        for model, stage in ARM_MODELS[arm].items():
             # base and grpo come with every sft arm of the seed: one copy is enough
             if model in results.prompts:
                 continue
-            results.prompts[model] = read_per_prompt(fs, stage, metric, experiment)
+            results.prompts[model] = read_per_prompt(fs, stage, metric, experiment, envs[experiment])
             results.evals[model] = json.loads(fs.read_text(f"metrics/eval/{stage}.json"))
             if stage != "base":
                 results.training[model] = json.loads(fs.read_text(f"metrics/{stage}.json"))
                 curve = f"metrics/{stage}_live/plots/custom/success_vs_flops.json"
                 results.curves[model] = json.loads(fs.read_text(curve)) if fs.exists(curve) else []
+                per_prompt = f"metrics/{stage}_live/curve_per_prompt.csv"
+                if fs.exists(per_prompt):  # experiments made before per-prompt curves have none
+                    with fs.open(per_prompt) as f:
+                        arrays = curve_arrays(pd.read_csv(f, dtype={"id": str, "unit": str}))
+                    if arrays:
+                        results.curve_prompts[model] = arrays
         results.training.setdefault("score", json.loads(fs.read_text("metrics/score.json")))
     for results in seeds.values():
-        results.prompts = paired(results, name)
+        results.prompts, results.units = paired(results, name)
     return next(iter(envs.values())), [seeds[s] for s in sorted(seeds)], sorted(found)
 
 
-def read_per_prompt(fs: DVCFileSystem, stage: str, metric: str, experiment: str) -> dict[str, pd.Series]:
+def read_per_prompt(
+    fs: DVCFileSystem, stage: str, metric: str, experiment: str, env: str
+) -> dict[str, pd.DataFrame]:
+    """{eval set: the metric and the independent unit of each prompt, indexed by prompt id}."""
     path = f"metrics/eval/per_prompt/{stage}.csv"
     if not fs.exists(path):
         raise SystemExit(f"error: {experiment} has no {path}; it predates per-prompt results: remove it with "
                          f"`dvc exp remove {experiment}` and run the study again")  # fmt: skip
     with fs.open(path) as f:
-        table = pd.read_csv(f)
-    return {name: rows.set_index("id")[metric] for name, rows in table.groupby("set", sort=False)}
+        table = pd.read_csv(f, dtype={"id": str, "unit": str})
+    if "unit" not in table:
+        table["unit"] = units_from_ids(table["id"], env)
+    return {name: rows.set_index("id")[[metric, "unit"]] for name, rows in table.groupby("set", sort=False)}
 
 
-def paired(results: SeedResults, name: str) -> dict[str, dict[str, np.ndarray]]:
-    """Per-prompt success as arrays, once every model of the seed is known to have seen the same prompts."""
+def units_from_ids(ids: pd.Series, env: str) -> pd.Series:
+    """The unit of per-prompt files made before they had a unit column: a V-IRL step's id is
+    <route>-s<step> (stages/envs/virl.py), a GeneralPoints hand is its own unit."""
+    return ids.str.rsplit("-s", n=1).str[0] if env.startswith("virl") else ids
+
+
+def curve_arrays(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A curve_per_prompt.csv as arrays: FLOPs per point, the prompts' units, and success per point and
+    prompt for every eval set ({} when the curves were off)."""
+    if table.empty:
+        return {}
+    steps = sorted(table["step"].unique())
+    arrays = {"flops": table.groupby("step")["flops"].first().loc[steps].to_numpy(dtype=float)}
+    for eval_set, rows in table.groupby("set", sort=False):
+        ids = list(dict.fromkeys(rows["id"]))
+        grid = rows.pivot(index="step", columns="id", values="success").loc[steps, ids]
+        arrays[eval_set] = grid.to_numpy(dtype=float)
+        if eval_set == "ood_rule":  # the matched-compute claims read ood_rule
+            arrays["units"] = rows.drop_duplicates("id").set_index("id").loc[ids, "unit"].to_numpy(dtype=str)
+    return arrays
+
+
+def paired(results: SeedResults, name: str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per-prompt success as arrays, once every model of the seed is known to have seen the same prompts,
+    and the unit of each prompt per eval set."""
+    units = {}
     for eval_set in {s for sets in results.prompts.values() for s in sets}:
-        ids = {
-            model: tuple(sets[eval_set].index) for model, sets in results.prompts.items() if eval_set in sets
-        }
+        frames = {model: sets[eval_set] for model, sets in results.prompts.items() if eval_set in sets}
+        ids = {model: tuple(frame.index) for model, frame in frames.items()}
         if len(set(ids.values())) > 1:
             raise SystemExit(
                 f"error: study {name}, seed {results.seed}: models {', '.join(ids)} were evaluated on "
                 f"different {eval_set} prompts; rerun the study's experiments on one commit"
             )
-    return {
-        model: {eval_set: series.to_numpy(dtype=float) for eval_set, series in sets.items()}
+        units[eval_set] = next(iter(frames.values()))["unit"].to_numpy(dtype=str)
+    prompts = {
+        model: {eval_set: frame.iloc[:, 0].to_numpy(dtype=float) for eval_set, frame in sets.items()}
         for model, sets in results.prompts.items()
     }
+    return prompts, units
 
 
 def write_claims(name: str, metric: str) -> None:
     env, seeds, names = collect(name, metric)
-    rows = claims_table(seeds, env, visual=env.endswith("_vl"))
+    params = load_params()
+    settings = Settings.from_params(get(params, "claims"))
+    rows = claims_table(seeds, env, env.endswith("_vl"), settings)
     out = OUTPUT / name
     header = (
         f"# Claims on {env}: study `{name}`, seeds {', '.join(str(s.seed) for s in seeds)}\n\n"
-        f"Effect: the difference in {metric.replace('_', ' ')} the finding names (a ratio for wall time), "
-        "the mean over seeds, with 95% intervals over seeds (Student's t) and over eval prompts (bootstrap). "
-        f"{len(names)} experiments; `python -m stages.study claims` rewrites this file."
+        f"Effect: the difference in {metric.replace('_', ' ')} the finding names (a ratio for wall time and "
+        "gradient norms; rows read off the scaling curves use the curves' sampled success), the mean over "
+        f"seeds. {len(names)} experiments; `python -m stages.study claims` rewrites this file."
     )
-    write_json(out / "claims.json", {"study": name, "env": env, "metric": metric, "experiments": names,
-                                     "seeds": [s.seed for s in seeds], "claims": rows,
-                                     "provenance": provenance(get(load_params(), "data_seed"))})  # fmt: skip
-    (out / "claims.md").write_text(markdown(rows, header))
+    summary = {"study": name, "env": env, "metric": metric, "experiments": names}
+    summary |= {"seeds": [s.seed for s in seeds], "settings": settings.__dict__, "claims": rows}
+    write_json(out / "claims.json", summary | {"provenance": provenance(get(params, "data_seed"))})
+    (out / "claims.md").write_text(markdown(rows, header, settings))
     print((out / "claims.md").read_text())
 
 

@@ -10,13 +10,17 @@ from stages.claims import (
     SUBSETS,
     Claim,
     SeedResults,
+    Settings,
     at_matched_flops,
     claims_table,
+    curve_weights,
+    decide,
     diff,
+    holm,
     markdown,
     measure,
+    pvalues,
     seed_interval,
-    verdict,
 )
 from stages.params import ParamError
 from stages.study import parse_arms, parse_sets
@@ -68,26 +72,40 @@ def test_seed_interval_is_students_t():
         2 + 4.3027 / 3**0.5, abs=1e-3
     )
     assert seed_interval([0.5]) is None
-    assert seed_interval([0.2, 0.2]) == (0.2, 0.2)
+    assert seed_interval([0.2, 0.2]) is None  # no spread: no zero-width interval
 
 
 @pytest.mark.parametrize(
-    ("direction", "null", "interval", "expected"),
+    ("center", "sd", "noninferiority", "expected"),
     [
-        (+1, 0.0, (0.01, 0.2), "holds"),
-        (+1, 0.0, (-0.2, -0.01), "fails"),
-        (+1, 0.0, (-0.01, 0.2), "inconclusive"),
-        (-1, 0.0, (-0.2, -0.01), "holds"),
-        (-1, 0.0, (0.01, 0.2), "fails"),
-        (+1, 1.0, (1.5, 4.0), "holds"),  # a ratio against 1
-        (+1, 1.0, (0.5, 0.9), "fails"),
+        (0.10, 0.004, False, "holds"),  # past the margin on the claimed side
+        (0.02, 0.004, False, "holds"),  # excludes 0 and reaches past the margin
+        (-0.10, 0.004, False, "fails"),
+        (0.0, 0.004, False, "no effect"),  # inside ±0.02
+        (0.012, 0.002, False, "no effect"),  # excludes 0, but inside the margin
+        (0.01, 0.01, False, "inconclusive"),  # covers 0 and the margin
+        (-0.01, 0.004, True, "holds"),  # matches: worse by less than the margin
+        (-0.10, 0.004, True, "fails"),  # worse by more than the margin
+        (-0.02, 0.004, True, "inconclusive"),
     ],
 )
-def test_verdict_needs_the_whole_interval_on_one_side(direction, null, interval, expected):
-    claim = Claim("k", "text", {}, direction, null=null)
-    assert verdict(claim, [interval]) == expected
-    # Both intervals decide together: one covering the null leaves the claim open.
-    assert verdict(claim, [interval, (null - 1, null + 1)]) == "inconclusive"
+def test_verdicts_read_the_interval_against_the_null_and_the_margin(center, sd, noninferiority, expected):
+    draws = center + np.random.default_rng(0).normal(0, sd, 4000)
+    p = pvalues(draws, 0.02, noninferiority, 0.95)
+    assert decide(p["direction"], p["side"], p.get("equivalence"), 0.95) == expected
+
+
+def test_holm_multiplies_the_smallest_p_by_the_number_of_tests_and_stays_monotone():
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_curve_weights_interpolate_and_average_linearly():
+    flops = np.array([0.0, 50.0, 200.0])
+    success = np.array([0.4, 0.5, 0.6])
+    assert curve_weights(flops, 100.0, over_range=False) @ success == pytest.approx(0.5 + 0.1 / 3)
+    # mean over [0, 100] of the piecewise-linear curve: (0.45 * 50 + (0.5 + 0.5333) / 2 * 50) / 100
+    expected = (0.45 * 50 + (0.5 + 0.5 + 0.1 / 3) / 2 * 50) / 100
+    assert curve_weights(flops, 100.0, over_range=True) @ success == pytest.approx(expected, abs=1e-4)
 
 
 def test_clear_effects_hold_or_fail_and_null_effects_stay_open():
@@ -98,22 +116,60 @@ def test_clear_effects_hold_or_fail_and_null_effects_stay_open():
     assert row(rows, "sft_lowers_ood")["effect"] == pytest.approx(-0.3, abs=0.05)
     assert row(rows, "medium_beats_all")["verdict"] == "holds"  # medium 0.4 against all's 0.1
     assert row(rows, "hard_lowest_ood")["verdict"] == "holds"
-    assert row(rows, "hard_largest_grad_norm")["verdict"] == "holds"
-    # grpo equals base on every prompt: both intervals are [0, 0], which covers the null
-    assert row(rows, "rl_raises_ood")["interval_prompts"] == (0.0, 0.0)
+    # grpo equals base on every prompt of every seed: no spread to build an interval from
+    assert row(rows, "rl_raises_ood")["interval"] == (0.0, 0.0)
     assert row(rows, "rl_raises_ood")["verdict"] == "inconclusive"
-    # matched FLOPs: 100, where SFT is at 0.3 and GRPO at 0.5 + 50/150 x 0.1
-    assert row(rows, "rl_beats_sft_at_matched_compute")["effect"] == pytest.approx(0.5 + 0.1 / 3 - 0.3)
-    assert row(rows, "dcsft_cheaper_than_rl")["effect"] == pytest.approx(301 / 90)
+    assert "no spread" in row(rows, "rl_raises_ood")["note"]
+    # curves without per-prompt success: the curves' means; matched FLOPs 100, where SFT is at 0.3 and
+    # GRPO at 0.5 + 50/150 x 0.1
+    end = row(rows, "rl_beats_sft_at_matched_compute_end")
+    assert end["effect"] == pytest.approx(0.5 + 0.1 / 3 - 0.3) and "seeds only" in end["note"]
+    assert row(rows, "dcsft_cheaper_than_rl")["effect"] == pytest.approx((300 * 301 * 302) ** (1 / 3) / 90)
+    assert row(rows, "dcsft_cheaper_than_rl")["verdict"] == "holds"
+    assert row(rows, "dcsft_cheaper_than_rl")["interval"][0] > 1  # a ratio's interval stays positive
     for key in ("rl_raises_visual_ood", "sft_lowers_visual_ood", "rl_raises_recognition"):
         assert row(rows, key)["verdict"] == "not run" and "vision-language" in row(rows, key)["note"]
+    assert row(rows, "sft_ood_loss_grows_with_compute")["note"] == "needs the budget arm"
     assert claims_table(results(), "gp_l", visual=False) == rows  # the bootstrap is seeded
+    decided = [r for r in rows if r.get("p")]
+    assert all(r["p_holm"]["direction"] >= r["p"]["direction"] for r in decided)
 
 
 def test_matched_flops_interpolates_the_curve_that_ran_longer():
     seed = results(seeds=(0,))[0]
-    # viter 3 stops at 400 FLOPs, viter 1 at 200: at 200, viter 3 is at 0.4 + 0.05 / 2
+    # viter 3 runs to 400 FLOPs, viter 1 to 200: at 200, viter 3 is at 0.4 + 0.05 / 2
     assert at_matched_flops(seed, "grpo_viter3", "grpo") == pytest.approx(0.425 - 0.6)
+
+
+def with_curve_prompts(seeds: list[SeedResults], gap: float) -> list[SeedResults]:
+    """Per-prompt curves on 100 prompts: SFT flat at its per-prompt success, GRPO above it by `gap` (give or
+    take a per-prompt spread of 0.05) from its second point on, so the mean gap over the range is known."""
+    for seed in seeds:
+        rng = np.random.default_rng(100 + seed.seed)
+        flat = np.tile(rng.random(100), (3, 1))
+        prompt_gap = gap + rng.normal(0, 0.05, 100)
+        seed.curve_prompts = {
+            "sft_all": {"flops": np.array([0.0, 50.0, 100.0]), "units": np.arange(100), "ood_rule": flat},
+            "grpo": {
+                "flops": np.array([0.0, 100.0, 200.0]),
+                "units": np.arange(100),
+                "ood_rule": flat + np.array([[0.0], [1.0], [1.0]]) * prompt_gap,
+            },
+        }
+    return seeds
+
+
+def test_matched_compute_rows_get_the_prompt_dimension_from_per_prompt_curves():
+    rows = claims_table(with_curve_prompts(results(), gap=0.2), "gp_l", visual=False)
+    over_range, end = (
+        row(rows, "rl_beats_sft_at_matched_compute"),
+        row(rows, "rl_beats_sft_at_matched_compute_end"),
+    )
+    # up to 100 FLOPs the GRPO curve rises linearly from 0 to the gap: its mean gap is half of it
+    assert over_range["prompt_level"] and "note" not in over_range
+    assert over_range["effect"] == pytest.approx(0.1, abs=0.01) and over_range["verdict"] == "holds"
+    assert end["effect"] == pytest.approx(2 * over_range["effect"], abs=1e-3)
+    assert over_range["interval"][0] < 0.1 < over_range["interval"][1]
 
 
 def test_an_arm_that_did_not_run_is_named_instead_of_a_verdict():
@@ -133,11 +189,32 @@ def test_an_arm_that_did_not_run_is_named_instead_of_a_verdict():
     assert row(rows, "sft_lowers_ood")["verdict"] == "holds"
 
 
-def test_one_seed_decides_on_the_prompts_alone():
+def test_one_seed_gives_no_verdict():
     claim = Claim("k", "text", {}, -1, "ood_rule", diff("sft_all", "base"))
-    measured = measure(claim, results(seeds=(0,)), False, np.random.default_rng(0))
-    assert measured["interval_seeds"] is None and measured["verdict"] == "holds"
-    assert measured["note"] == "one seed: no interval over seeds"
+    measured = measure(claim, results(seeds=(0,)), False, np.random.default_rng(0), Settings())
+    assert measured["interval_seeds"] is None and measured["verdict"] == "inconclusive"
+    assert measured["note"].startswith("one seed")
+
+
+def test_routes_are_resampled_whole():
+    """Steps of one route move together: resampling steps as if independent narrows the interval."""
+    rng = np.random.default_rng(5)
+    route = np.repeat(np.arange(40), 6)
+    route_effect = rng.normal(0, 0.25, 40)[route]
+    seeds = []
+    for seed in range(3):
+        base = rng.binomial(8, 0.5, 240) / 8
+        sft = rng.binomial(8, np.clip(0.5 + route_effect, 0, 1)) / 8
+        seeds.append(SeedResults(seed, {"base": {"ood_rule": base}, "sft_all": {"ood_rule": sft}}))
+    claim = Claim("k", "text", {}, -1, "ood_rule", diff("sft_all", "base"))
+    as_steps = measure(claim, seeds, False, np.random.default_rng(0), Settings())
+    for seed in seeds:
+        seed.units = {"ood_rule": route}
+    as_routes = measure(claim, seeds, False, np.random.default_rng(0), Settings())
+    width = {
+        name: r["interval"][1] - r["interval"][0] for name, r in (("steps", as_steps), ("routes", as_routes))
+    }
+    assert width["routes"] > 1.3 * width["steps"], width
 
 
 def test_markdown_has_one_row_per_claim():
@@ -145,7 +222,18 @@ def test_markdown_has_one_row_per_claim():
     text = markdown(rows, "# header")
     table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(CLAIMS)
-    assert "GP-L 11.5 → 3.4" in text and "**holds**" in text and "3.34x" in text
+    assert all(line.count(" | ") == table[0].count(" | ") for line in table)
+    assert "GP-L 11.5 → 3.4" in text and "**holds**" in text and "±0.02" in text
+
+
+def test_settings_name_the_param_and_its_allowed_values():
+    assert Settings.from_params({"margin": 0.05}).margin == 0.05
+    with pytest.raises(ParamError, match="claims.margin=0: use a difference of success in"):
+        Settings.from_params({"margin": 0})
+    with pytest.raises(ParamError, match="claims.ratio_margin=0.9: use a factor above 1"):
+        Settings.from_params({"ratio_margin": 0.9})
+    with pytest.raises(ParamError, match="claims.alpha is not a param; use some of: draws, level"):
+        Settings.from_params({"alpha": 0.05})
 
 
 def test_bad_study_arguments_name_the_allowed_values():

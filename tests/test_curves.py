@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import copy_repo, set_params, stage
 from test_sft import weights
 
-from stages.curves import curve_points
+from stages.curves import curve_points, curve_prompt_rows
 
 
 def test_points_carry_the_flops_spent_up_to_their_step():
@@ -25,6 +26,27 @@ def test_points_carry_the_flops_spent_up_to_their_step():
         {"step": 0, "flops": 0, "id": 0.25, "ood_rule": 0.5},
         {"step": 2, "flops": 210, "id": 0.5, "ood_rule": 0.25},
     ]
+
+
+def test_every_prompt_of_every_point_is_kept_with_its_unit():
+    history = [
+        {"step": 0, "curve/id": 0.5, "curve_prompts/id": [1.0, 0.0]},
+        {"step": 1, "loss": 1.0, "flops/total": 100.0},
+        {"step": 1, "curve/id": 0.75, "curve_prompts/id": [0.5, 1.0]},
+    ]
+    steps = [{"id": f"eval_id-r00007-s0{i}", "task": json.dumps({"route": "eval_id-r00007"})} for i in (0, 1)]
+    rows = curve_prompt_rows(history, {"id": steps})
+    assert rows[2] == {
+        "step": 1,
+        "flops": 100,
+        "set": "id",
+        "id": "eval_id-r00007-s00",
+        "unit": "eval_id-r00007",
+        "success": 0.5,
+    }
+    assert [r["success"] for r in rows] == [1.0, 0.0, 0.5, 1.0]
+    # the points' means stay what they were: per-prompt lists are not curve points
+    assert curve_points(history)[1] == {"step": 1, "flops": 100, "id": 0.75}
 
 
 @pytest.mark.slow
@@ -45,6 +67,11 @@ def test_training_stages_plot_success_against_flops(micro_split, tmp_path, name)
     assert flops[0] == 0 and flops == sorted(set(flops))
     assert flops[-1] == json.loads((repo / "metrics" / f"{name}.json").read_text())["flops"]
     assert all(0 <= p[key] <= 1 for p in points for key in ("id", "ood_rule"))
+    per_prompt = pd.read_csv(repo / "metrics" / f"{name}_live" / "curve_per_prompt.csv")
+    means = per_prompt.groupby(["step", "set"])["success"].mean().unstack()
+    for point in points:  # every point's mean success is the mean of its prompts'
+        assert means.loc[point["step"], "ood_rule"] == pytest.approx(point["ood_rule"], abs=1e-3)
+    assert set(per_prompt["flops"]) == set(flops)
 
     if name == "grpo":  # a FLOPs budget reached at step 2 stops the run there, with a last point
         set_params(repo, {"grpo.max_flops": flops[1]})

@@ -92,12 +92,16 @@ def test_per_prompt_rows_add_recognized_for_vl_envs_only():
     assert rows[0] == {
         "set": "ood_visual",
         "id": "p0",
+        "unit": "r0",
         "greedy_success": 1,
         "mean_success": 0.5,
         "recognized": 1,
     }
     text = per_prompt_rows("id", RECORDS, GREEDY, SAMPLED)
-    assert all(set(row) == {"set", "id", "greedy_success", "mean_success"} for row in text)
+    assert all(set(row) == {"set", "id", "unit", "greedy_success", "mean_success"} for row in text)
+    assert [row["unit"] for row in text] == ["r0", "r0", "r1"]  # V-IRL: the step's route
+    hands = [{"id": f"h{i}", "task": json.dumps({"cards": [1, 2]})} for i in range(3)]
+    assert [row["unit"] for row in per_prompt_rows("id", hands, GREEDY, SAMPLED)] == ["h0", "h1", "h2"]
 
 
 @pytest.fixture(scope="module")

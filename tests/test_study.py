@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
+
+from stages.params import ParamError
+from stages.study import ARMS, DEFAULT_ARMS, arm_params, curve_arrays, parse_arms, units_from_ids
 
 # Two optimizer steps per stage, curves at every step: the study's plumbing, not its findings.
 MICRO_STUDY = {
@@ -45,7 +49,7 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
     assert set(revs) == made
 
     # Seed 1 started from seed 0's data and model; the viter-3 arm reused its seed's upstream stages too,
-    # and trained up to the FLOPs of the seed's viter-1 GRPO.
+    # and ran its whole schedule (the claims compare it with viter 1 along the curves).
     log = run(["dvc", "queue", "logs", "micro-s1-sft_all"], repo).stdout
     for stage in ("generate", "base", "score", "split"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log
@@ -53,17 +57,21 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
     assert "Running stage 'grpo':" in log
     for stage in ("generate", "base", "score", "split", "sft", "evaluate@base", "evaluate@sft"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log
-    viter1 = json.loads(read_at(repo, revs["micro-s0-sft_all"], "metrics/grpo.json"))
     params = yaml.safe_load(read_at(repo, revs["micro-s0-grpo_viter3"], "params.yaml"))
-    assert params["grpo"]["max_flops"] == viter1["flops"] and params["grpo"]["viter"] == 3
+    assert params["grpo"]["max_flops"] is None and params["grpo"]["viter"] == 3
+    assert json.loads(read_at(repo, revs["micro-s0-grpo_viter3"], "metrics/grpo.json"))["steps"] == 2
 
     claims = json.loads((repo / "study" / "micro" / "claims.json").read_text())
     assert claims["env"] == "gp_l" and claims["seeds"] == [0, 1] and claims["experiments"] == sorted(made)
     rows = {row["key"]: row for row in claims["claims"]}
     for key in ("sft_raises_id", "rl_raises_ood", "viter_helps_rl", "rl_beats_sft_at_matched_compute"):
-        assert rows[key]["verdict"] in ("holds", "fails", "inconclusive"), rows[key]
-        assert len(rows[key]["per_seed"]) == 2 and rows[key]["interval_seeds"] is not None
-    assert rows["sft_raises_id"]["interval_prompts"] is not None
+        assert rows[key]["verdict"] in ("holds", "fails", "no effect", "inconclusive"), rows[key]
+        assert len(rows[key]["per_seed"]) == 2 and rows[key]["interval"] is not None
+        assert rows[key]["prompt_level"], rows[key]  # curve rows too: per-prompt curves
+    assert (
+        claims["settings"]["margin"] == 0.02
+        and "±0.02" in (repo / "study" / "micro" / "claims.md").read_text()
+    )
     assert rows["hard_lowest_ood"]["note"] == "needs the sft_easy, sft_easy_medium, sft_hard, sft_medium arms"
     assert rows["rl_raises_visual_ood"]["verdict"] == "not run"
     table = (repo / "study" / "micro" / "claims.md").read_text()
@@ -87,6 +95,37 @@ def test_a_study_needs_a_seed_and_known_arms(tmp_path):
     unknown = run([*STUDY, "run", "--arms", "sft_all,rl"], repo, check=False)
     assert_one_line_error(unknown, "unknown arm rl", "sft_easy_medium")
     assert_one_line_error(run([*STUDY, "claims", "--name", "none"], repo, check=False), "none-s<seed>-<arm>")
-    alone = run([*STUDY, "run", "--arms", "grpo_viter3"], repo, check=False)
-    assert_one_line_error(alone, "grpo_viter3 trains up to the FLOPs", "--arms sft_all,grpo_viter3")
     assert not (repo / "study").exists()
+
+
+def test_the_budget_arm_multiplies_the_steps_the_study_would_train():
+    assert "budget" not in DEFAULT_ARMS and "budget" in ARMS
+    assert parse_arms("budget,sft_all,grpo_viter3") == ["sft_all", "grpo_viter3", "budget"]
+    assert arm_params("sft_hard", {}) == {"subset": "hard", "grpo.viter": 1}
+    budget = arm_params("budget", {"env": "virl_l"})
+    assert budget["sft.steps.virl_l"] == 150 * 4 and budget["grpo.steps.virl_l"] == 150 * 4
+    assert (
+        arm_params("budget", {"sft.steps.gp_l": "10", "study.budget_multiple": "3"})["sft.steps.gp_l"] == 30
+    )
+    with pytest.raises(ParamError, match="study.budget_multiple"):
+        arm_params("budget", {"study.budget_multiple": "1"})
+
+
+def test_units_of_old_per_prompt_files_come_from_the_ids():
+    ids = pd.Series(["eval_ood_rule-r00003-s00", "eval_ood_rule-r00003-s01", "eval_ood_rule-r00004-s00"])
+    assert units_from_ids(ids, "virl_l").tolist() == ["eval_ood_rule-r00003"] * 2 + ["eval_ood_rule-r00004"]
+    assert units_from_ids(ids, "gp_l").tolist() == ids.tolist()
+
+
+def test_per_prompt_curves_become_points_by_prompts_arrays():
+    rows = [
+        {"step": step, "flops": 10 * step, "set": name, "id": f"p{i}", "unit": f"u{i // 2}", "success": value}
+        for step in (0, 5)
+        for name in ("id", "ood_rule")
+        for i, value in enumerate([0.25, 0.5, 1.0])
+    ]
+    arrays = curve_arrays(pd.DataFrame(rows))
+    assert arrays["flops"].tolist() == [0.0, 50.0]
+    assert arrays["ood_rule"].shape == (2, 3) and arrays["ood_rule"][1].tolist() == [0.25, 0.5, 1.0]
+    assert arrays["units"].tolist() == ["u0", "u0", "u1"]
+    assert curve_arrays(pd.DataFrame(columns=["step", "flops", "set", "id", "unit", "success"])) == {}

@@ -13,6 +13,7 @@ A record is a dict with `id`, `prompt` (the user turn; it states the rule or act
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +44,12 @@ class Env:
     def splits(self) -> tuple[str, ...]:
         visual = ("eval_ood_visual",) if self.visual else ()
         return ("train", "eval_id", "eval_ood_rule", *visual, "corpus")
+
+
+def independent_unit(record: dict) -> str:
+    """What a claims interval resamples whole: a V-IRL step's route (steps of one route share its city and
+    instructions, so they are not independent), else the record itself (a GeneralPoints hand)."""
+    return str(json.loads(record["task"]).get("route", record["id"]))
 
 
 def get_env(name: str) -> Env:
