@@ -22,11 +22,13 @@ What each row measures, and how its intervals and verdict are made: stages/claim
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ import yaml
 from dvc.api import DVCFileSystem
 
 from stages.claims import SUBSETS, SeedResults, claims_table, markdown
+from stages.cluster import INSTALL, RayEngine
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, load_params
 from stages.provenance import provenance
@@ -61,7 +64,23 @@ def main(argv: list[str]) -> None:
     run_parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a param for all arms"
     )
-    run_parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    run_parser.add_argument(
+        "--jobs", type=int, default=1, help="local engine: experiments run at once (default 1)"
+    )
+    cluster = run_parser.add_argument_group("--engine ray: experiments as Ray tasks (docs/cluster.md)")
+    cluster.add_argument("--engine", default="local", help="local (DVC's queue, default) | ray")
+    cluster.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, else a local one)")
+    cluster.add_argument("--cpus-per-experiment", type=float, default=1, help="Ray CPUs a task asks for")
+    cluster.add_argument("--gpus-per-experiment", type=float, default=0, help="Ray GPUs a task asks for")
+    cluster.add_argument("--retries", type=int, default=2, help="retries of a task whose worker dies")
+    cluster.add_argument("--git-remote", default="origin", help="where experiments go (default origin)")
+    cluster.add_argument("--dvc-remote", help="DVC remote every node reaches (default: the default one)")
+    cluster.add_argument(
+        "--workdir", type=Path, help="each node's folder for task clones and logs (default: the temp dir)"
+    )
+    cluster.add_argument(
+        "--checkpoints", type=Path, help="training checkpoints, shared for resume (default: --workdir)"
+    )
     claims_parser = commands.add_parser("claims", help="write the claims table from the experiments made")
     for sub in (run_parser, claims_parser):
         sub.add_argument("--name", help="the study's name, the prefix of its experiments (default: the env)")
@@ -85,7 +104,7 @@ def main(argv: list[str]) -> None:
         if env not in ENV_NAMES:
             raise ParamError(f"env={env!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
         name = args.name or env
-        run_study(name, list(range(args.seeds)), arms, overrides, args.jobs)
+        run_study(name, list(range(args.seeds)), arms, overrides, args.jobs, make_engine(args))
     else:
         name = args.name or get(load_params(), "env")
     write_claims(name, args.metric)
@@ -137,15 +156,97 @@ def experiments() -> dict[str, str]:
     return found
 
 
-def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int) -> None:
-    """Run the experiments not made yet, in three rounds, each round's queue with `jobs` workers.
+def make_engine(args: argparse.Namespace) -> LocalQueue:
+    """The engine that runs each round's experiments: DVC's local queue, or Ray tasks (stages/cluster.py)."""
+    if args.engine == "local":
+        return LocalQueue(args.jobs)
+    if args.engine != "ray":
+        raise ParamError(f"--engine={args.engine!r} is not allowed; use one of: local, ray")
+    counts = {
+        "--cpus-per-experiment": args.cpus_per_experiment,
+        "--gpus-per-experiment": args.gpus_per_experiment,
+    }
+    for flag, value in {**counts, "--retries": args.retries}.items():
+        if value < 0:
+            raise ParamError(f"{flag}={value:g} must be >= 0")
+    if importlib.util.find_spec("ray") is None:
+        raise ParamError(f"--engine ray needs Ray, which is not installed: {INSTALL}")
+    workdir = args.workdir or Path(tempfile.gettempdir()) / "sft-vs-rl-study"
+    return RayEngine(address=args.address, cpus=args.cpus_per_experiment, gpus=args.gpus_per_experiment,
+                     retries=args.retries, workdir=workdir.resolve(),
+                     checkpoints=args.checkpoints.resolve() if args.checkpoints else None,
+                     git_remote=args.git_remote, dvc_remote=args.dvc_remote)  # fmt: skip
+
+
+class LocalQueue:
+    """Each round's experiments queued with `dvc exp run --queue` and run by `dvc exp run --run-all`."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+
+    def start(self, study: str) -> None:
+        self.study = study
+
+    def sync(self) -> None:
+        """The experiments are made in this repository: nothing to fetch."""
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, todo: dict[str, dict]) -> dict[str, str]:
+        for experiment, params in todo.items():
+            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
+        workers = min(self.jobs, len(todo))
+        env = dict(os.environ)
+        if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        print(
+            f"study {self.study}: running {len(todo)} experiments, {workers} at once (dvc exp run --run-all)"
+        )
+        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], check=False, env=env)
+        failed = sorted(set(todo) - set(experiments()))
+        if failed:  # the queue's later rounds need this one's outputs: stop here
+            raise SystemExit(
+                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
+                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
+            )
+        return {}
+
+
+def run_study(
+    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int, engine=None
+) -> None:
+    """Run the experiments not made yet, in three rounds, each round through the engine (default: the local
+    queue with `jobs` workers).
 
     Experiments depend on each other through DVC's run cache: the first one makes the starting point
     (generate, base, score, split) that every seed shares, each seed's first sft arm trains the seed's
     viter-1 GRPO that its other sft arms restore, and grpo_viter3 trains up to that run's FLOPs
-    (grpo.max_flops), the compute at which the claims compare them. Rounds keep the queue's workers from
-    making the same stage twice.
+    (grpo.max_flops), the compute at which the claims compare them. Rounds keep the workers from
+    making the same stage twice. An engine that goes on past a failed experiment (Ray) gets the later
+    rounds without the experiments that needed it; the failures are reported at the end.
     """
+    engine = engine or LocalQueue(jobs)
+    engine.start(name)
+    try:
+        ran, failed = run_rounds(name, seeds, arms, overrides, engine)
+    finally:
+        engine.stop()
+    if failed:
+        for experiment, why in failed.items():
+            print(f"study {name}: {experiment} {why}", file=sys.stderr)
+        raise SystemExit(
+            f"error: {len(failed)} experiments failed: {', '.join(failed)} (logs above); fix the cause and "
+            "run the same command again (the experiments made are kept)"
+        )
+    print(f"study {name}: {ran} experiments queued and run")
+
+
+def run_rounds(
+    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], engine
+) -> tuple[int, dict[str, str]]:
+    """The rounds of run_study; returns how many experiments ran and {name: why} of those that failed."""
+    engine.sync()
     made = experiments()
     sft_arms = [arm for arm in arms if arm != "grpo_viter3"]
     first = sft_arms[:1]
@@ -154,7 +255,7 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
         [(seed, arm) for seed in seeds[1:] for arm in first],
         [(seed, arm) for seed in seeds for arm in sft_arms[1:] + ["grpo_viter3"] * ("grpo_viter3" in arms)],
     ]
-    ran = 0
+    ran, failed = 0, {}
     for round_ in rounds:
         todo = {}  # every experiment's params first, so a missing viter-1 run stops before anything is queued
         for seed, arm in round_:
@@ -162,29 +263,18 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
+            if arm == "grpo_viter3" and f"{name}-s{seed}-{first[0]}" in failed:
+                failed[experiment] = f"not run: it trains up to the FLOPs of {name}-s{seed}-{first[0]}"
+                continue
             todo[experiment] = {**overrides, "seed": seed, **ARMS[arm]}
             if arm == "grpo_viter3":
                 todo[experiment]["grpo.max_flops"] = viter1_flops(name, seed, made)
-        for experiment, params in todo.items():
-            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
-        queued = list(todo)
-        ran += len(queued)
-        if not queued:
-            continue
-        workers = min(jobs, len(queued))
-        env = dict(os.environ)
-        if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-        print(f"study {name}: running {len(queued)} experiments, {workers} at a time (dvc exp run --run-all)")
-        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], check=False, env=env)
-        made = experiments()
-        failed = sorted(set(queued) - set(made))
-        if failed:
-            raise SystemExit(
-                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
-                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
-            )
-    print(f"study {name}: {ran} experiments queued and run")
+        ran += len(todo)
+        if todo:
+            failed |= engine.run(todo)
+            engine.sync()
+            made = experiments()
+    return ran, failed
 
 
 def viter1_flops(name: str, seed: int, made: dict[str, str]) -> int:
