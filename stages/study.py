@@ -203,7 +203,8 @@ class LocalQueue:
         print(
             f"study {self.study}: running {len(todo)} experiments, {workers} at once (dvc exp run --run-all)"
         )
-        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], check=False, env=env)
+        run_all = subprocess.Popen(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], env=env)
+        wait_for_queue(run_all)
         failed = sorted(set(todo) - set(experiments()))
         if failed:  # the queue's later rounds need this one's outputs: stop here
             raise SystemExit(
@@ -211,6 +212,49 @@ class LocalQueue:
                 f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
             )
         return {}
+
+
+QUEUE_CHECK_S = 30  # how often a running queue's workers are checked
+QUEUE_DEAD_CHECKS = 3  # checks in a row without a live worker that make a queue dead
+
+
+def wait_for_queue(run_all: subprocess.Popen) -> None:
+    """Wait for `dvc exp run --run-all`, which waits without limit for each queued experiment to start: if
+    its workers exit first (seen in CI: both workers defunct, the command waiting forever), stop it and
+    say so instead of hanging."""
+    dead = 0
+    while True:
+        try:
+            run_all.wait(timeout=QUEUE_CHECK_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        dead = 0 if queue_workers_alive() else dead + 1
+        if dead == QUEUE_DEAD_CHECKS:
+            run_all.kill()
+            run_all.wait()
+            subprocess.run(["dvc", "queue", "remove", "--queued"], capture_output=True)
+            raise SystemExit(
+                f"error: DVC's queue workers exited with experiments still queued (none alive for "
+                f"{QUEUE_DEAD_CHECKS * QUEUE_CHECK_S} s); `dvc queue logs <experiment>` shows what ran; "
+                "run the same command again (finished experiments are kept)"
+            )
+
+
+def queue_workers_alive() -> bool:
+    """Whether a live (not defunct) `dvc exp queue-worker` runs for this repository, from /proc."""
+    here = Path.cwd().resolve()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"queue-worker" not in (proc / "cmdline").read_bytes():
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = (proc / "cwd").resolve()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if state != "Z" and (cwd == here or here in cwd.parents):
+            return True
+    return False
 
 
 def run_study(
