@@ -35,7 +35,6 @@ This module imports only the standard library at the top: its task function trav
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -77,22 +76,19 @@ transfer(source, destination, {HashInfo("md5", oid) for oid in present})
 print(f"{sys.argv[1]}: {len(present)} files of run-cached outputs with cache: false")
 """
 
-# Runs the command in its own process group and kills the group when the Ray worker above it dies: the
-# kernel sends it SIGTERM then (PR_SET_PDEATHSIG, set before exec), which a grandchild would not get.
+# Runs the command in its own process group (the Popen starts a new session) and kills that group when the Ray
+# worker above it dies: the kernel then sends it SIGTERM (PR_SET_PDEATHSIG), which the command's own children,
+# grandchildren of the worker, would not get. Armed here, not in a preexec_fn: Ray workers are threaded.
 SUPERVISOR = """
-import os, signal, subprocess, sys
+import ctypes, os, signal, subprocess, sys
 def stop(*_):
     os.killpg(0, signal.SIGKILL)
 signal.signal(signal.SIGTERM, stop)
+ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 if os.getppid() != int(sys.argv[1]):  # the worker died before the signal was armed
     stop()
 sys.exit(subprocess.call(sys.argv[2:]))
 """
-
-
-def _die_with_parent() -> None:
-    os.setsid()
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _supervised(command: list[str], cwd: Path, task_dir: Path, env: dict, log, echo: str) -> int:
@@ -104,7 +100,7 @@ def _supervised(command: list[str], cwd: Path, task_dir: Path, env: dict, log, e
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=_die_with_parent,
+        start_new_session=True,
     )
     (task_dir / "attempt.pgid").write_text(str(process.pid))
     shown = " ".join("<script>" if "\n" in arg else arg for arg in command)
