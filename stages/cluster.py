@@ -47,7 +47,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL = "pip install -e '.[cluster]' (Ray, the versions of constraints.txt)"
+INSTALL = "pip install -c constraints.txt -e '.[cluster]'"
 LOG_TAIL = 30  # lines of a failed experiment's log in the report
 PROGRESS = ("Running stage", "Stage '")  # dvc's per-stage lines, echoed to the coordinator
 
@@ -273,7 +273,7 @@ class RayEngine:
 
     def sync(self) -> None:
         """Fetch the study's experiments from the git remote (and their outputs from the DVC remote)."""
-        _dvc("exp", "pull", "--run-cache", self.git_url)
+        _dvc("exp", "pull", self.git_url)
 
     def run(self, todo: dict[str, dict]) -> dict[str, str]:
         """Run experiments {name: params}; returns {name: why} of those that failed for good."""

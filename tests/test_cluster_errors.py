@@ -16,7 +16,7 @@ def test_the_ray_engine_refuses_bad_input_in_one_line(tmp_path):
     assert_one_line_error(negative, "--gpus-per-experiment=-1")
     ray = run([*STUDY, "run", "--engine", "ray"], repo, check=False)
     if importlib.util.find_spec("ray") is None:
-        assert_one_line_error(ray, "--engine ray needs Ray", "pip install -e '.[cluster]'")
+        assert_one_line_error(ray, "--engine ray needs Ray", "-e '.[cluster]'")
     else:  # the tasks clone the study's commit from the git remote: there must be one, holding it
         assert_one_line_error(ray, "--git-remote='origin' is not a git remote here", "git remote add")
         run(["git", "init", "-q", "--bare", str(tmp_path / "remote.git")], tmp_path)
