@@ -3,7 +3,9 @@ repository (the git remote) and a local directory (the DVC remote), against the 
 
 Marked `ray` (excluded from the default run, see pyproject.toml): `.ci/run` runs it with REQUIRE_RAY=1, where
 a missing Ray fails instead of skipping. The cluster has 2 CPUs, is started by the test with its own port and
-is stopped at the end whatever happens; every phase runs under a time limit.
+is stopped at the end whatever happens; every phase runs under a time limit. It is asked for 127.0.0.1, but
+Ray 2.52 registers the node under the machine's own address and its GCS listens on every interface: run it on
+a machine whose ports are not reachable from outside (a CI runner, a VM).
 """
 
 from __future__ import annotations
@@ -187,3 +189,18 @@ def test_a_micro_study_on_a_ray_cluster_equals_the_local_queue(tmp_path, ray_clu
     assert again.stdout.count("already made; kept") == 4 and "0 experiments queued and run" in again.stdout
     assert "dispatched" not in again.stdout
     assert json.loads((fresh / "study" / "micro" / "claims.json").read_text())["claims"] == claims["claims"]
+
+    # An experiment that fails for good (a bad param: generate stops) is not retried, is reported by name with
+    # its log's tail, and the study goes on to its next round before exiting non-zero without a table.
+    broken_args = [*ray_args[: ray_args.index("--seeds")], "--seeds", "1", "--arms", "sft_all,sft_medium",
+                   "--name", "broken", "--set", "generate.gp.num_cards=9"]  # fmt: skip
+    broken = subprocess.run(
+        [*STUDY, *broken_args], cwd=fresh, env=environment(fresh), capture_output=True, text=True,
+        timeout=PHASE_LIMIT,
+    )  # fmt: skip
+    assert broken.returncode != 0, broken.stdout
+    assert "broken-s0-sft_all FAILED" in broken.stdout and "broken-s0-sft_medium dispatched" in broken.stdout
+    assert "broken-s0-sft_all failed; log" in broken.stderr and "num_cards" in broken.stderr, broken.stderr
+    assert "error: 2 experiments failed: broken-s0-sft_all, broken-s0-sft_medium" in broken.stderr
+    assert not (fresh / "study" / "broken" / "claims.json").exists()
+    assert len(list(workdir.glob("broken-*/broken-s0-sft_all/attempt-*.json"))) == 1
