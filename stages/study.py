@@ -307,7 +307,7 @@ def run_rounds(
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
-            if arm == "grpo_viter3" and f"{name}-s{seed}-{first[0]}" in failed:
+            if arm == "grpo_viter3" and first and f"{name}-s{seed}-{first[0]}" in failed:
                 failed[experiment] = f"not run: it trains up to the FLOPs of {name}-s{seed}-{first[0]}"
                 continue
             todo[experiment] = {**overrides, "seed": seed, **ARMS[arm]}
