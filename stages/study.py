@@ -4,6 +4,7 @@
     python -m stages.study run --set env=virl_l     # another env; --set applies to every arm
     python -m stages.study run --seeds 5 --arms sft_all,sft_medium --set sft.lr=1e-3 --name gp_l-lr1e-3
     python -m stages.study claims                   # the table again, from the experiments already made
+    python -m stages.study run --engine ray --gpus-per-experiment 1   # on a Ray cluster: docs/cluster.md
 
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
 `dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
@@ -156,7 +157,7 @@ def experiments() -> dict[str, str]:
     return found
 
 
-def make_engine(args: argparse.Namespace) -> LocalQueue:
+def make_engine(args: argparse.Namespace) -> LocalQueue | RayEngine:
     """The engine that runs each round's experiments: DVC's local queue, or Ray tasks (stages/cluster.py)."""
     if args.engine == "local":
         return LocalQueue(args.jobs)
