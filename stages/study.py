@@ -5,6 +5,7 @@
     python -m stages.study run --seeds 5 --arms sft_all,sft_medium --set sft.lr=1e-3 --name gp_l-lr1e-3
     python -m stages.study run --arms sft_all,budget  # compute axis: SFT, GRPO at study.budget_multiple
     python -m stages.study claims                   # the table again, from the experiments already made
+    python -m stages.study run --engine ray --gpus-per-experiment 1   # on a Ray cluster: docs/cluster.md
 
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
 `dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
@@ -27,11 +28,13 @@ margin, the level, the bootstrap draws): stages/claims.py and docs/statistics.md
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,7 @@ from dvc.api import DVCFileSystem
 from omegaconf import OmegaConf
 
 from stages.claims import SUBSETS, SeedResults, Settings, claims_table, markdown
+from stages.cluster import INSTALL, RayEngine
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, integer, load_params, per_env
 from stages.provenance import provenance
@@ -77,7 +81,23 @@ def main(argv: list[str]) -> None:
     run_parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a param for all arms"
     )
-    run_parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    run_parser.add_argument(
+        "--jobs", type=int, default=1, help="local engine: experiments run at once (default 1)"
+    )
+    cluster = run_parser.add_argument_group("--engine ray: experiments as Ray tasks (docs/cluster.md)")
+    cluster.add_argument("--engine", default="local", help="local (DVC's queue, default) | ray")
+    cluster.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, else a local one)")
+    cluster.add_argument("--cpus-per-experiment", type=float, default=1, help="Ray CPUs a task asks for")
+    cluster.add_argument("--gpus-per-experiment", type=float, default=0, help="Ray GPUs a task asks for")
+    cluster.add_argument("--retries", type=int, default=2, help="retries of a task whose worker dies")
+    cluster.add_argument("--git-remote", default="origin", help="where experiments go (default origin)")
+    cluster.add_argument("--dvc-remote", help="DVC remote every node reaches (default: the default one)")
+    cluster.add_argument(
+        "--workdir", type=Path, help="each node's folder for task clones and logs (default: the temp dir)"
+    )
+    cluster.add_argument(
+        "--checkpoints", type=Path, help="training checkpoints, shared for resume (default: --workdir)"
+    )
     claims_parser = commands.add_parser("claims", help="write the claims table from the experiments made")
     for sub in (run_parser, claims_parser):
         sub.add_argument("--name", help="the study's name, the prefix of its experiments (default: the env)")
@@ -101,7 +121,7 @@ def main(argv: list[str]) -> None:
         if env not in ENV_NAMES:
             raise ParamError(f"env={env!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
         name = args.name or env
-        run_study(name, list(range(args.seeds)), arms, overrides, args.jobs)
+        run_study(name, list(range(args.seeds)), arms, overrides, args.jobs, make_engine(args))
     else:
         name = args.name or get(load_params(), "env")
     write_claims(name, args.metric)
@@ -154,14 +174,140 @@ def experiments() -> dict[str, str]:
     return found
 
 
-def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int) -> None:
-    """Run the experiments not made yet, in three rounds, each round's queue with `jobs` workers.
+def make_engine(args: argparse.Namespace) -> LocalQueue | RayEngine:
+    """The engine that runs each round's experiments: DVC's local queue, or Ray tasks (stages/cluster.py)."""
+    if args.engine == "local":
+        return LocalQueue(args.jobs)
+    if args.engine != "ray":
+        raise ParamError(f"--engine={args.engine!r} is not allowed; use one of: local, ray")
+    counts = {
+        "--cpus-per-experiment": args.cpus_per_experiment,
+        "--gpus-per-experiment": args.gpus_per_experiment,
+    }
+    for flag, value in {**counts, "--retries": args.retries}.items():
+        if value < 0:
+            raise ParamError(f"{flag}={value:g} must be >= 0")
+    if importlib.util.find_spec("ray") is None:
+        raise ParamError(f"--engine ray needs Ray, which is not installed: {INSTALL}")
+    workdir = args.workdir or Path(tempfile.gettempdir()) / "sft-vs-rl-study"
+    return RayEngine(address=args.address, cpus=args.cpus_per_experiment, gpus=args.gpus_per_experiment,
+                     retries=args.retries, workdir=workdir.resolve(),
+                     checkpoints=args.checkpoints.resolve() if args.checkpoints else None,
+                     git_remote=args.git_remote, dvc_remote=args.dvc_remote)  # fmt: skip
+
+
+class LocalQueue:
+    """Each round's experiments queued with `dvc exp run --queue` and run by `dvc exp run --run-all`."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+
+    def start(self, study: str) -> None:
+        self.study = study
+
+    def sync(self) -> None:
+        """The experiments are made in this repository: nothing to fetch."""
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, todo: dict[str, dict]) -> dict[str, str]:
+        for experiment, params in todo.items():
+            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
+        workers = min(self.jobs, len(todo))
+        env = dict(os.environ)
+        if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        print(
+            f"study {self.study}: running {len(todo)} experiments, {workers} at once (dvc exp run --run-all)"
+        )
+        run_all = subprocess.Popen(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], env=env)
+        wait_for_queue(run_all)
+        failed = sorted(set(todo) - set(experiments()))
+        if failed:  # the queue's later rounds need this one's outputs: stop here
+            raise SystemExit(
+                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
+                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
+            )
+        return {}
+
+
+QUEUE_CHECK_S = 30  # how often a running queue's workers are checked
+QUEUE_DEAD_CHECKS = 3  # checks in a row without a live worker that make a queue dead
+
+
+def wait_for_queue(run_all: subprocess.Popen) -> None:
+    """Wait for `dvc exp run --run-all`, which waits without limit for each queued experiment to start: if
+    its workers exit first (seen in CI: both workers defunct, the command waiting forever), stop it and
+    say so instead of hanging."""
+    dead = 0
+    while True:
+        try:
+            run_all.wait(timeout=QUEUE_CHECK_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        dead = 0 if queue_workers_alive() else dead + 1
+        if dead == QUEUE_DEAD_CHECKS:
+            run_all.kill()
+            run_all.wait()
+            subprocess.run(["dvc", "queue", "remove", "--queued"], capture_output=True)
+            raise SystemExit(
+                f"error: DVC's queue workers exited with experiments still queued (none alive for "
+                f"{QUEUE_DEAD_CHECKS * QUEUE_CHECK_S} s); `dvc queue logs <experiment>` shows what ran; "
+                "run the same command again (finished experiments are kept)"
+            )
+
+
+def queue_workers_alive() -> bool:
+    """Whether a live (not defunct) `dvc exp queue-worker` runs for this repository, from /proc."""
+    here = Path.cwd().resolve()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"queue-worker" not in (proc / "cmdline").read_bytes():
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = (proc / "cwd").resolve()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if state != "Z" and (cwd == here or here in cwd.parents):
+            return True
+    return False
+
+
+def run_study(
+    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int, engine=None
+) -> None:
+    """Run the experiments not made yet, in three rounds, each round through the engine (default: the local
+    queue with `jobs` workers).
 
     Experiments depend on each other through DVC's run cache: the first one makes the starting point
     (generate, base, score, split) that every seed shares, each seed's first sft arm trains the seed's
     viter-1 GRPO that its other sft arms restore. Rounds keep the queue's workers from making the same stage
-    twice.
+    twice. An engine that goes on past a failed experiment (Ray) still runs the later rounds; the failures
+    are reported at the end.
     """
+    engine = engine or LocalQueue(jobs)
+    engine.start(name)
+    try:
+        ran, failed = run_rounds(name, seeds, arms, overrides, engine)
+    finally:
+        engine.stop()
+    if failed:
+        for experiment, why in failed.items():
+            print(f"study {name}: {experiment} {why}", file=sys.stderr)
+        raise SystemExit(
+            f"error: {len(failed)} experiments failed: {', '.join(failed)} (logs above); fix the cause and "
+            "run the same command again (the experiments made are kept)"
+        )
+    print(f"study {name}: {ran} experiments queued and run")
+
+
+def run_rounds(
+    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], engine
+) -> tuple[int, dict[str, str]]:
+    """The rounds of run_study; returns how many experiments ran and {name: why} of those that failed."""
+    engine.sync()
     made = experiments()
     sft_arms = [arm for arm in arms if arm != "grpo_viter3"]
     first = sft_arms[:1]
@@ -170,35 +316,21 @@ def run_study(name: str, seeds: list[int], arms: list[str], overrides: dict[str,
         [(seed, arm) for seed in seeds[1:] for arm in first],
         [(seed, arm) for seed in seeds for arm in sft_arms[1:] + ["grpo_viter3"] * ("grpo_viter3" in arms)],
     ]
-    ran = 0
+    ran, failed = 0, {}
     for round_ in rounds:
-        todo = {}  # every experiment's params first, so a missing viter-1 run stops before anything is queued
+        todo = {}
         for seed, arm in round_:
             experiment = f"{name}-s{seed}-{arm}"
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
                 continue
             todo[experiment] = {**overrides, "seed": seed, **arm_params(arm, overrides)}
-        for experiment, params in todo.items():
-            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
-        queued = list(todo)
-        ran += len(queued)
-        if not queued:
-            continue
-        workers = min(jobs, len(queued))
-        env = dict(os.environ)
-        if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-        print(f"study {name}: running {len(queued)} experiments, {workers} at a time (dvc exp run --run-all)")
-        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], check=False, env=env)
-        made = experiments()
-        failed = sorted(set(queued) - set(made))
-        if failed:
-            raise SystemExit(
-                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
-                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
-            )
-    print(f"study {name}: {ran} experiments queued and run")
+        ran += len(todo)
+        if todo:
+            failed |= engine.run(todo)
+            engine.sync()
+            made = experiments()
+    return ran, failed
 
 
 def arm_params(arm: str, overrides: dict[str, str]) -> dict:
