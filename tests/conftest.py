@@ -61,7 +61,16 @@ def set_params(repo: Path, overrides: dict) -> None:
 def make_repo(path: Path, overrides: dict | None = None) -> Path:
     """A fresh git + DVC repository holding this project's pipeline, with params overridden."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("stages", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"):
+    # data/benchmarks: the folder of local benchmark copies, a dependency of the benchmark stage
+    for name in (
+        "stages",
+        "dvc.yaml",
+        "params.yaml",
+        "pyproject.toml",
+        ".gitignore",
+        ".dvcignore",
+        "data/benchmarks",
+    ):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
