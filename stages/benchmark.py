@@ -13,6 +13,7 @@ metrics/benchmarks/per_item/<model>.csv (every item's verdict and extracted answ
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,14 @@ def summarize(items_by_name: dict[str, list], verdicts: dict[str, list[bool]]) -
     return sections
 
 
+def write_empty(model: str) -> None:
+    """The outputs of a stage that runs no benchmark, as write_json and write_csv would write them, without
+    importing stages.storage (datasets): the default `dvc repro` runs this for every model and experiment."""
+    PER_ITEM.mkdir(parents=True, exist_ok=True)
+    (PER_ITEM / f"{model}.csv").write_text(",".join(PER_ITEM_FIELDS) + "\n")
+    (OUTPUT / f"{model}.json").write_text(json.dumps({"model": model, "benchmarks": {}}, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise SystemExit(
@@ -79,10 +88,7 @@ def main(argv: list[str]) -> None:
     limit = None if limit is None else integer(params, "benchmark.limit", minimum=1)
     max_new_tokens = integer(params, "benchmark.max_new_tokens", minimum=1)
     if not names:
-        from stages.storage import write_csv, write_json
-
-        write_csv(PER_ITEM / f"{model}.csv", [], fields=PER_ITEM_FIELDS)
-        write_json(OUTPUT / f"{model}.json", {"model": model, "benchmarks": {}})
+        write_empty(model)
         print(f"benchmark {model}: benchmark.names is empty, no benchmark runs")
         return
 
