@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from stages import benchmark as benchmark_stage
+from stages import report
 from stages.benchmarks import (
     BENCHMARKS,
     BOXED_SUFFIX,
@@ -38,6 +39,7 @@ from stages.benchmarks import (
 from stages.params import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
+MODELS = ("base", "sft", "grpo")
 
 
 def drawn_image(text: str, size=(64, 48)) -> Image.Image:
@@ -495,8 +497,8 @@ def test_stage_on_tiny_qwen2_and_qwen2_vl_checkpoints(copies, tmp_path, monkeypa
 
 @pytest.fixture(scope="module")
 def benchmarked(micro_split, copies, tmp_path_factory) -> Path:
-    """The micro repository after `dvc exp run -S benchmark.names=[gsm8k,math500]` of the benchmark stages
-    (sft and grpo train for two steps first), the copies brought in with `dvc add`."""
+    """The micro repository after `dvc exp run -S benchmark.names=[gsm8k,math500] benchmark` (sft and grpo
+    train for two steps first), the copies brought in with `dvc add`."""
     import shutil
 
     repo = copy_repo(micro_split, tmp_path_factory.mktemp("benchmark") / "repo")
@@ -508,13 +510,14 @@ def benchmarked(micro_split, copies, tmp_path_factory) -> Path:
     run(["dvc", "add", "data/benchmarks/gsm8k", "data/benchmarks/math500"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "benchmark copies"], repo)
+    # The benchmark stages and what they need; not evaluate and report (the report's table is tested apart)
     run(["dvc", "exp", "run", "-S", "benchmark.names=[gsm8k,math500]", "benchmark"], repo)
     return repo
 
 
 @pytest.mark.slow
 def test_dvc_exp_run_benchmarks_every_model(benchmarked):
-    for model in ("base", "sft", "grpo"):
+    for model in MODELS:
         metrics = json.loads((benchmarked / "metrics" / "benchmarks" / f"{model}.json").read_text())
         per_item = benchmarked / "metrics" / "benchmarks" / "per_item" / f"{model}.csv"
         check_metrics(metrics, ["gsm8k", "math500"], 2, per_item)
@@ -524,6 +527,10 @@ def test_dvc_exp_run_benchmarks_every_model(benchmarked):
         )
     status = run(["dvc", "status", "benchmark"], benchmarked).stdout
     assert "changed" not in status, status  # the copies are dependencies, recorded in dvc.lock
+    results = {m: json.loads((benchmarked / f"metrics/benchmarks/{m}.json").read_text()) for m in MODELS}
+    table = report.benchmark_markdown(report.benchmark_rows(results), results)
+    assert "| model | gsm8k | math500 | average | Δ average |" in table
+    assert all(f"| {model} | " in table for model in MODELS) and " - " not in table.split("|---|")[-1]
 
 
 @pytest.mark.slow
@@ -571,14 +578,16 @@ def test_bad_input_stops_with_one_line(benchmarked, tmp_path, monkeypatch, overr
 
 @pytest.mark.slow
 def test_a_wrong_layout_exits_non_zero_with_one_line(benchmarked, tmp_path):
+    import shutil
     import sys
 
-    repo = copy_repo(benchmarked, tmp_path / "repo")
-    set_params(repo, {"benchmark.names": ["gsm8k"], "benchmark.paths.gsm8k": "data/benchmarks/math500"})
-    (repo / "metrics" / "benchmarks" / "base.json").unlink()
-    result = run([sys.executable, "-m", "stages.benchmark", "base"], repo, check=False)
+    overrides = {"benchmark.names": ["gsm8k"], "benchmark.paths.gsm8k": "data/benchmarks/math500"}
+    directory = stage_dir(tmp_path, benchmarked / "data" / "benchmarks", overrides)
+    (directory / "models").symlink_to(benchmarked / "models")
+    shutil.copytree(REPO / "stages", directory / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    result = run([sys.executable, "-m", "stages.benchmark", "base"], directory, check=False)
     assert_one_line_error(result, "benchmark gsm8k", "openai/gsm8k")
-    assert not (repo / "metrics" / "benchmarks" / "base.json").exists()
+    assert not (directory / "metrics").exists()
 
 
 def test_empty_benchmark_list_runs_nothing(tmp_path, monkeypatch):
@@ -594,8 +603,6 @@ def test_empty_benchmark_list_runs_nothing(tmp_path, monkeypatch):
 
 def test_report_adds_a_benchmark_table_only_where_benchmarks_ran(tmp_path, monkeypatch):
     from test_report import make_metrics
-
-    from stages import report
 
     repo = make_metrics(tmp_path / "repo")
     monkeypatch.chdir(repo)
