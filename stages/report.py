@@ -8,6 +8,9 @@ time, gradient norms; for VL envs the recognition of every eval set) and metrics
 the data behind the ID-vs-OOD and OOD-vs-FLOPs plots declared in dvc.yaml, and
 metrics/report/recognition/<model>.csv, the data behind the success-vs-recognition plots (header only
 for text envs, so the plots stay empty rather than failing). A model whose stage has not run shows "-".
+Where the benchmark stage ran benchmarks (metrics/benchmarks/<model>.json), the summary adds a table of
+their accuracies and metrics/report/benchmarks/<model>.csv, the data of the benchmark plot; without
+benchmarks every output is as before.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ SUMMARY_JSON = Path("metrics/summary.json")
 SUMMARY_MD = Path("metrics/summary.md")
 PLOT_DIR = Path("metrics/report")
 RECOGNITION_DIR = PLOT_DIR / "recognition"
+BENCHMARK_DIR = Path("metrics/benchmarks")
+BENCHMARK_PLOT_DIR = PLOT_DIR / "benchmarks"
 # Success and recognition of every eval set side by side, one row per model (VL envs only).
 RECOGNITION_FIELDS = ["model", *(f for name in EVALS for f in (name, f"recognition_{name}"))]
 # Metrics over the sampled answers; the others (greedy_success, step_accuracy, route_success) are greedy.
@@ -122,6 +127,44 @@ def markdown(rows: dict, evals: list[str], header: str, details: dict[str, dict]
     return "\n".join(lines) + "\n"
 
 
+def benchmark_rows(results: dict[str, dict | None]) -> dict[str, dict]:
+    """{model: {benchmark: accuracy, ..., average, delta_average}} for the models that ran benchmarks; the
+    delta is against base where base ran the same benchmarks."""
+    rows = {}
+    for model, result in results.items():
+        if result and result.get("benchmarks"):
+            rows[model] = {name: section["accuracy"] for name, section in result["benchmarks"].items()}
+            rows[model]["average"] = result["average"]
+    base = rows.get("base")
+    ran_by_base = set(base or {})
+    for row in rows.values():
+        if base is not None and set(row) == ran_by_base:
+            row["delta_average"] = round(row["average"] - base["average"], 4)
+    return rows
+
+
+def benchmark_markdown(rows: dict[str, dict], results: dict[str, dict | None]) -> str:
+    names = sorted(
+        {name for row in rows.values() for name in row if name not in ("average", "delta_average")}
+    )
+    first = next(result for result in results.values() if result and result.get("benchmarks"))
+    limit = "all items" if first["limit"] is None else f"the first {first['limit']} items of each"
+    lines = [
+        "",
+        "Reasoning benchmarks (stage `benchmark`): accuracy of greedy answers of at most "
+        f"{first['max_new_tokens']} tokens, {limit}; Δ average is against base.",
+        "",
+        "| model | " + " | ".join(names) + " | average | Δ average |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for model in MODELS:
+        row = rows.get(model, {})
+        delta = "" if model == "base" and row else fmt(row.get("delta_average"), "+.3f")
+        cells = [fmt(row.get(name)) for name in names] + [fmt(row.get("average")), delta]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     params = load_params()
     metric = get(params, "report.metric")
@@ -148,9 +191,19 @@ def main() -> None:
     summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
     if recognized:
         summary["recognition"] = recognition_key(metric)
+    benchmarks = {model: read_json(BENCHMARK_DIR / f"{model}.json") for model in MODELS}
+    benchmark_table = benchmark_rows(benchmarks)
+    if benchmark_table:
+        summary["benchmarks"] = benchmark_table
     summary["provenance"] = provenance(get(params, "data_seed"))
     write_json(SUMMARY_JSON, summary)
-    SUMMARY_MD.write_text(markdown(rows, names, header, details))
+    text = markdown(rows, names, header, details)
+    if benchmark_table:
+        text += benchmark_markdown(benchmark_table, benchmarks)
+        for model, row in benchmark_table.items():  # one file per model: the plot's legend names it
+            points = [{"benchmark": name, "accuracy": row[name]} for name in benchmarks[model]["benchmarks"]]
+            write_csv(BENCHMARK_PLOT_DIR / f"{model}.csv", points, fields=["benchmark", "accuracy"])
+    SUMMARY_MD.write_text(text)
     # One file per model, so DVC's plots name each model in the legend.
     for model in MODELS:
         ready = model in rows and rows[model]["flops"] is not None

@@ -61,8 +61,9 @@ def set_params(repo: Path, overrides: dict) -> None:
 def make_repo(path: Path, overrides: dict | None = None) -> Path:
     """A fresh git + DVC repository holding this project's pipeline, with params overridden."""
     path.mkdir(parents=True, exist_ok=True)
+    # configs: the recipes and accelerate configs; data/benchmarks: the local benchmark copies (a dependency)
     files = ("stages", "configs", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
-    for name in files:
+    for name in (*files, "data/benchmarks"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
