@@ -39,6 +39,11 @@ POWER = 0.8  # the minimum detectable effect is the one found with this probabil
 CURVE_GRID = 257  # FLOPs points at which the mean gap between two curves is averaged
 
 
+# The pseudo eval set of the reasoning benchmarks' items (metrics/benchmarks/per_item/<model>.csv), one unit
+# per item, read by stages/study.py when the study's experiments ran benchmarks.
+BENCHMARKS = "benchmarks"
+
+
 class Missing(Exception):
     """A claim cannot be measured on these experiments; the message says what to run."""
 
@@ -367,6 +372,26 @@ CLAIMS = (
         noninferiority=True,
     ),
     Claim(
+        key="medium_keeps_benchmarks",
+        text="SFT on medium keeps or raises reasoning-benchmark accuracy over SFT on all prompts "
+        "(non-inferiority, over the benchmark items)",
+        paper={"*": "DC-SFT reasoning average: SFT-M 55.32 vs SFT 53.88"},
+        direction=+1,
+        eval_set=BENCHMARKS,
+        on_prompts=diff("sft_medium", "sft_all"),
+        noninferiority=True,
+    ),
+    Claim(
+        key="easy_medium_vs_rl_benchmarks",
+        text="SFT on easy + medium matches or beats GRPO on reasoning-benchmark accuracy (non-inferiority, "
+        "over the benchmark items)",
+        paper={"*": "DC-SFT reasoning average: GRPO 55.44, SFT-M 55.32"},
+        direction=+1,
+        eval_set=BENCHMARKS,
+        on_prompts=diff("sft_easy_medium", "grpo"),
+        noninferiority=True,
+    ),
+    Claim(
         key="dcsft_cheaper_than_rl",
         text="Difficulty-curated SFT (score + SFT on easy + medium) takes less wall time than GRPO (ratio)",
         paper={"*": "DC-SFT: 4.9x less"},
@@ -539,6 +564,8 @@ def seeds_to_decide(resampled: Resampled, distance: float, level: float) -> int 
 def prompt_success(seed: SeedResults, claim: Claim) -> tuple[dict[str, np.ndarray], np.ndarray]:
     success = {model: sets[claim.eval_set] for model, sets in seed.prompts.items() if claim.eval_set in sets}
     if not success:
+        if claim.eval_set == BENCHMARKS:
+            raise Missing("needs benchmark results: set benchmark.names (docs/benchmarks.md)")
         raise Missing(f"no model was evaluated on {claim.eval_set}")
     n = len(next(iter(success.values())))
     units = seed.units.get(claim.eval_set, np.arange(n))

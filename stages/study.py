@@ -43,7 +43,7 @@ import yaml
 from dvc.api import DVCFileSystem
 from omegaconf import OmegaConf
 
-from stages.claims import SUBSETS, SeedResults, Settings, claims_table, markdown
+from stages.claims import BENCHMARKS, SUBSETS, SeedResults, Settings, claims_table, markdown
 from stages.cluster import INSTALL, RayEngine
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, integer, load_params, per_env
@@ -374,6 +374,7 @@ def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:
             if model in results.prompts:
                 continue
             results.prompts[model] = read_per_prompt(fs, stage, metric, experiment, envs[experiment])
+            results.prompts[model] |= read_benchmark_items(fs, stage)
             results.evals[model] = json.loads(fs.read_text(f"metrics/eval/{stage}.json"))
             if stage != "base":
                 results.training[model] = json.loads(fs.read_text(f"metrics/{stage}.json"))
@@ -404,6 +405,21 @@ def read_per_prompt(
     if "unit" not in table:
         table["unit"] = units_from_ids(table["id"], env)
     return {name: rows.set_index("id")[[metric, "unit"]] for name, rows in table.groupby("set", sort=False)}
+
+
+def read_benchmark_items(fs: DVCFileSystem, stage: str) -> dict[str, pd.DataFrame]:
+    """{"benchmarks": each benchmark item's verdict (0/1), an item its own unit}, or {} where the
+    experiment ran no benchmark (benchmark.names empty, or made before the benchmark stage)."""
+    path = f"metrics/benchmarks/per_item/{stage}.csv"
+    if not fs.exists(path):
+        return {}
+    with fs.open(path) as f:
+        items = pd.read_csv(f, dtype={"benchmark": str, "id": str})
+    if items.empty:
+        return {}
+    ids = (items["benchmark"] + "/" + items["id"]).to_numpy(dtype=str)
+    frame = pd.DataFrame({"correct": items["correct"].astype(float).to_numpy(), "unit": ids}, index=ids)
+    return {BENCHMARKS: frame}
 
 
 def units_from_ids(ids: pd.Series, env: str) -> pd.Series:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stages.claims import (
+    BENCHMARKS,
     CLAIMS,
     SUBSETS,
     Claim,
@@ -255,3 +256,20 @@ def test_recognition_claim_reads_the_eval_metrics_of_vl_runs():
         }
     recognition = row(claims_table(seeds, "gp_vl", visual=True), "rl_raises_recognition")
     assert recognition["effect"] == pytest.approx(0.21) and recognition["verdict"] == "holds"
+
+
+def test_benchmark_rows_read_the_items_or_say_what_to_run():
+    """The reasoning-benchmark rows (DC-SFT's table) compare models over the benchmark items; without
+    benchmark results they name the param that runs them."""
+    seeds = results()
+    rows = claims_table(seeds, "gp_l", visual=False)
+    assert row(rows, "medium_keeps_benchmarks")["verdict"] == "not run"
+    assert "benchmark.names" in row(rows, "medium_keeps_benchmarks")["note"]
+    for seed in seeds:
+        rng = np.random.default_rng(seed.seed)
+        items = rng.random(300)
+        for model, rate in {"sft_all": 0.3, "sft_medium": 0.6, "sft_easy_medium": 0.3, "grpo": 0.6}.items():
+            seed.prompts[model][BENCHMARKS] = (items < rate).astype(float)
+    rows = claims_table(seeds, "gp_l", visual=False)
+    assert row(rows, "medium_keeps_benchmarks")["verdict"] == "holds"  # +0.3, far past the margin
+    assert row(rows, "easy_medium_vs_rl_benchmarks")["verdict"] == "fails"  # -0.3: inferior
