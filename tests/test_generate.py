@@ -55,7 +55,7 @@ def test_bad_params_stop_with_one_line_and_write_nothing(tmp_path, overrides, na
     repo = make_repo(tmp_path / "repo", overrides)
     result = stage("generate", repo, check=False)
     assert_one_line_error(result, named)
-    assert not (repo / "data").exists()
+    assert not (repo / "data" / "generated").exists()  # data/benchmarks is copied in, empty
 
 
 def test_splits_are_written_a_row_group_at_a_time_and_read_back_as_written(tmp_path):
