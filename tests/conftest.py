@@ -90,6 +90,17 @@ def micro_split(tmp_path_factory) -> Path:
     return repo
 
 
+def require(module: str, flag: str, name: str, install: str) -> None:
+    """Skip the calling test module where `module` is not installed ("<name> not installed"), or fail it
+    where the environment variable `flag` is 1 (.ci/run: there it must run)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get(flag) == "1":
+            raise RuntimeError(f"{flag}=1 but {name} is not installed: {install}")
+        pytest.skip(f"{name} not installed", allow_module_level=True)
+
+
 def copy_repo(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination, symlinks=True)
     return destination

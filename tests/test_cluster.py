@@ -11,7 +11,6 @@ a machine whose ports are not reachable from outside (a CI runner, a VM).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -21,13 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_repo, run
+from conftest import make_repo, require, run
 from test_study import MICRO_STUDY, STUDY
 
-if importlib.util.find_spec("ray") is None:
-    if os.environ.get("REQUIRE_RAY") == "1":
-        raise RuntimeError("REQUIRE_RAY=1 but Ray is not installed: pip install -e '.[cluster]'")
-    pytest.skip("Ray not installed", allow_module_level=True)
+require("ray", "REQUIRE_RAY", "Ray", "pip install -e '.[cluster]'")
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

@@ -7,22 +7,17 @@ Each vLLM engine takes about half a minute to start on the 2-core machine: the t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 
 import pytest
-from conftest import REPO, copy_repo, make_repo, run, set_params
+from conftest import REPO, copy_repo, make_repo, require, run, set_params
 
 from stages.envs import get_env
 from stages.rollout import HFEngine, VLLMEngine, rollout
 from stages.storage import read_records
 
-if importlib.util.find_spec("vllm") is None:
-    if os.environ.get("REQUIRE_VLLM") == "1":
-        raise RuntimeError("REQUIRE_VLLM=1 but vLLM is not installed: see the README's vLLM install")
-    pytest.skip("vLLM not installed", allow_module_level=True)
+require("vllm", "REQUIRE_VLLM", "vLLM", "see the README's vLLM install")
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 MAX_NEW_TOKENS = 32
