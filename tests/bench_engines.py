@@ -1,6 +1,6 @@
 """Benchmark: the transformers and vLLM rollout engines on the embedded gp_l base model, on this machine.
 
-    dvc repro base && python tests/bench_engines.py docs/engines_cpu.json   # needs the vLLM install (README)
+    dvc repro base && python tests/bench_engines.py docs/engines_cpu.json   # the vLLM install: docs/usage.md
 
 Measures what `rollout.engine: auto` decides on: each engine's start, greedy answers on the 200 OOD-rule eval
 prompts (and how many the two engines answer alike), and score's workload (every training prompt, k=8 samples

