@@ -59,3 +59,25 @@ def test_a_study_summary_counts_its_verdicts():
     assert summary.startswith("3 rows tested (1 not run); raw verdicts: 2 holds, 1 no effect; after Holm's "
                               "correction: 1 holds, 1 no effect, 1 inconclusive.")  # fmt: skip
     assert "- SFT raises ID: **holds**, +0.050 (both papers)" in summary
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_in_the_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if target.startswith("http"):
+                continue
+            file = (page.parent / target) if target else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{page.name}: {target}#{anchor}")
+    assert broken == []
