@@ -7,7 +7,8 @@ With `model.path: null` (the embedded default) it builds a word-level tokenizer 
 corpus, so the model reads the images and follows the rule stated in the prompt, the OOD one included,
 as a pretrained model would. With `model.path` set to
 a local Hugging Face checkpoint it runs an optional cold-start SFT on ID prompts (DC-SFT) instead.
-A killed run resumes from its last checkpoint when run again (stages/checkpoints.py).
+Writes models/base and metrics/base.json (its wall time). A killed run resumes from its last checkpoint when
+run again (stages/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from stages.modeling import (
     load_model,
 )
 from stages.params import ParamError, choice, get, integer, load_params, number, per_env
+from stages.provenance import provenance
 from stages.storage import atomic_dir, read_split, write_json
 from stages.training import (
     conversational,
@@ -43,6 +45,7 @@ from stages.training import (
 )
 
 OUTPUT = Path("models/base")
+METRICS = Path("metrics/base.json")  # base_info.json plus the wall time and provenance
 DATA = Path("data/generated")
 
 
@@ -127,16 +130,19 @@ def main() -> None:
     with atomic_dir(OUTPUT) as out:
         model.save_pretrained(out, safe_serialization=True)
         processor.save_pretrained(out)
+        # Only what the same params and seed reproduce goes into the model directory: a wall time there
+        # would give every run its own output hash, and every stage after it would miss DVC's run cache.
         info = {
             "parameters": n_params,
             "steps": steps,
-            "wall_s": round(time.perf_counter() - start, 1),
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
         }
         write_json(out / "base_info.json", info)
+    wall_s = round(time.perf_counter() - start, 1)
+    write_json(METRICS, info | {"wall_s": wall_s, "provenance": provenance(get(params, "data_seed"))})
     saves.remove()
-    print(f"base: saved {OUTPUT} ({json.dumps(info)})")
+    print(f"base: saved {OUTPUT} ({json.dumps(info | {'wall_s': wall_s})})")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,8 @@ def run_experiment(spec: dict) -> dict:
                 rc = _supervised(step, task_dir, task_dir, env, log, name)
         if rc == 0:  # the clone's checkpoints/ is the folder that outlives the attempt
             (repo / "checkpoints").symlink_to(checkpoints.resolve(), target_is_directory=True)
+            if spec.get("lock") is not None:  # the first experiment's: see stages.study.workspace_lock
+                (repo / "dvc.lock").write_text(spec["lock"])
         for step in experiment:
             if rc == 0:
                 rc = _supervised(step, repo, task_dir, env, log, name)
@@ -275,8 +277,9 @@ class RayEngine:
         """Fetch the study's experiments from the git remote (and their outputs from the DVC remote)."""
         _dvc("exp", "pull", self.git_url)
 
-    def run(self, todo: dict[str, dict]) -> dict[str, str]:
-        """Run experiments {name: params}; returns {name: why} of those that failed for good."""
+    def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
+        """Run experiments {name: params}, each from dvc.lock `lock` when given (stages.study.workspace_lock
+        says why); returns {name: why} of those that failed for good."""
         import ray
 
         pending = {}
@@ -292,6 +295,7 @@ class RayEngine:
                 "threads": max(1, int(self.cpus)),
                 "git_user": self.user[0],
                 "git_email": self.user[1],
+                "lock": lock,
             }
             ref = self.task.options(name=experiment).remote(spec)
             pending[ref] = experiment

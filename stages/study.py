@@ -28,6 +28,7 @@ margin, the level, the bootstrap draws): stages/claims.py and docs/statistics.md
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -211,9 +212,10 @@ class LocalQueue:
     def stop(self) -> None:
         pass
 
-    def run(self, todo: dict[str, dict]) -> dict[str, str]:
-        for experiment, params in todo.items():
-            dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
+    def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
+        with workspace_lock(lock):  # the queue takes the workspace as it is, dvc.lock included
+            for experiment, params in todo.items():
+                dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
         workers = min(self.jobs, len(todo))
         env = dict(os.environ)
         if workers > 1:  # a share of the cores per worker: a torch thread per core each runs 4x slower
@@ -230,6 +232,39 @@ class LocalQueue:
                 f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
             )
         return {}
+
+
+@contextlib.contextmanager
+def workspace_lock(lock: str | None):
+    """The workspace's dvc.lock replaced by `lock` inside the block, then put back as it was.
+
+    DVC restores a stage whose deps match dvc.lock from the outputs the lock names, and reruns it when those
+    are not in the cache; it looks in the run cache only for a stage the lock does not match. The commit's
+    dvc.lock names the outputs of whoever made the baseline, which another CPU (or a fresh clone without a
+    remote) does not have, so every experiment would remake the starting point. Queued from the first
+    experiment's dvc.lock, the rest restore it from this study's own outputs.
+    """
+    path = Path("dvc.lock")
+    if lock is None:
+        yield
+        return
+    original = path.read_bytes() if path.exists() else None
+    path.write_text(lock)
+    try:
+        yield
+    finally:
+        if original is None:
+            path.unlink()
+        else:
+            path.write_bytes(original)
+
+
+def experiment_lock(commit: str) -> str:
+    """An experiment's dvc.lock, from its commit."""
+    result = subprocess.run(["git", "show", f"{commit}:dvc.lock"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"error: `git show {commit}:dvc.lock` failed: {result.stderr.strip()}")
+    return result.stdout
 
 
 QUEUE_CHECK_S = 30  # how often a running queue's workers are checked
@@ -317,7 +352,10 @@ def run_rounds(
         [(seed, arm) for seed in seeds for arm in sft_arms[1:] + ["grpo_viter3"] * ("grpo_viter3" in arms)],
     ]
     ran, failed = 0, {}
+    starting_point = f"{name}-s{seeds[0]}-{first[0]}" if first else None
     for round_ in rounds:
+        # after the first round, each experiment starts from the dvc.lock of the first (workspace_lock)
+        lock = experiment_lock(made[starting_point]) if starting_point in made else None
         todo = {}
         for seed, arm in round_:
             experiment = f"{name}-s{seed}-{arm}"
@@ -327,7 +365,7 @@ def run_rounds(
             todo[experiment] = {**overrides, "seed": seed, **arm_params(arm, overrides)}
         ran += len(todo)
         if todo:
-            failed |= engine.run(todo)
+            failed |= engine.run(todo, lock)
             engine.sync()
             made = experiments()
     return ran, failed
