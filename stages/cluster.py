@@ -170,8 +170,6 @@ def run_experiment(spec: dict) -> dict:
                 rc = _supervised(step, task_dir, task_dir, env, log, name)
         if rc == 0:  # the clone's checkpoints/ is the folder that outlives the attempt
             (repo / "checkpoints").symlink_to(checkpoints.resolve(), target_is_directory=True)
-            if spec.get("lock") is not None:  # the first experiment's: see stages.study.workspace_lock
-                (repo / "dvc.lock").write_text(spec["lock"])
         for step in experiment:
             if rc == 0:
                 rc = _supervised(step, repo, task_dir, env, log, name)
@@ -278,8 +276,13 @@ class RayEngine:
         _dvc("exp", "pull", self.git_url)
 
     def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
-        """Run experiments {name: params}, each from dvc.lock `lock` when given (stages.study.workspace_lock
-        says why); returns {name: why} of those that failed for good."""
+        """Run experiments {name: params}; returns {name: why} of those that failed for good.
+
+        `lock` (the first experiment's dvc.lock, stages.study.workspace_lock) is not used: a task runs
+        `dvc exp run --pull`, which takes a stage that matches the lock as done once it has pulled its
+        cached outputs, and leaves its `cache: false` metrics missing. Tasks start from the commit's lock,
+        so the starting point is restored from the run cache, or remade where the commit's lock names
+        outputs the DVC remote lacks (docs/cluster.md)."""
         import ray
 
         pending = {}
@@ -295,7 +298,6 @@ class RayEngine:
                 "threads": max(1, int(self.cpus)),
                 "git_user": self.user[0],
                 "git_email": self.user[1],
-                "lock": lock,
             }
             ref = self.task.options(name=experiment).remote(spec)
             pending[ref] = experiment
