@@ -316,7 +316,8 @@ def test_the_shift_keeps_each_icon_and_changes_the_scene():
     assert bank_red in {colour for _, colour in shifted.getcolors(4096)}
     assert day.getpixel((5, 2)) != shifted.getpixel((5, 2))  # the sky
     names = STYLES["id"].landmarks
-    assert len({render_views((n, None, None, None), roads, "ood_shift").tobytes() for n in names}) == len(names)
+    shifted_icons = {render_views((n, None, None, None), roads, "ood_shift").tobytes() for n in names}
+    assert len(shifted_icons) == len(names)
 
 
 def test_default_compact_prompts_are_short(datasets):
