@@ -2,8 +2,8 @@
 
     dvc repro split          # or: python -m stages.split
 
-easy: passes >= split.easy_min (null: k, all correct; one value, or one per env); hard: passes <=
-split.hard_max (default 0, none correct); medium: the rest. Writes data/splits/{easy,medium,hard}.parquet
+easy: passes >= split.easy_min (null: k, all correct); hard: passes <= split.hard_max (0: none correct);
+medium: the rest. Each takes one value, or one per env. Writes data/splits/{easy,medium,hard}.parquet
 and metrics/split.json.
 """
 
@@ -38,11 +38,12 @@ def main() -> None:
         raise SystemExit(f"error: {SCORES} holds no prompts; raise generate sizes.train above 0")
     scores = {row["id"]: int(row["passes"]) for row in rows}
     k = int(rows[0]["k"])
-    easy_key = per_env(params, "split.easy_min", choice(params, "env", ENV_NAMES))
+    env = choice(params, "env", ENV_NAMES)
+    easy_key, hard_key = per_env(params, "split.easy_min", env), per_env(params, "split.hard_max", env)
     easy_min = k if get(params, easy_key) is None else integer(params, easy_key, minimum=1, maximum=k)
-    hard_max = integer(params, "split.hard_max", minimum=0)
+    hard_max = integer(params, hard_key, minimum=0)
     if hard_max >= easy_min:
-        raise ParamError(f"split.hard_max={hard_max} must be below {easy_key}={easy_min} (k={k})")
+        raise ParamError(f"{hard_key}={hard_max} must be below {easy_key}={easy_min} (k={k})")
 
     train = read_split(TRAIN).to_list()
     if {r["id"] for r in train} != scores.keys():

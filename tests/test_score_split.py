@@ -91,11 +91,20 @@ def test_bad_params_stop_with_one_line(micro_split, tmp_path, module, overrides,
 
 def test_steps_and_thresholds_may_differ_per_env(micro_split, tmp_path):
     repo = copy_repo(micro_split, tmp_path / "repo")
-    set_params(repo, {"base.steps": {"gp_l": 2, "virl_l": 3}, "split.easy_min": {"gp_l": 1, "virl_l": None}})
+    set_params(
+        repo,
+        {
+            "base.steps": {"gp_l": 2, "virl_l": 3},
+            "split.easy_min": {"gp_l": 2, "virl_l": None},
+            "split.hard_max": {"gp_l": 1, "virl_l": 0},
+        },
+    )
     stage("base", repo)
     assert json.loads((repo / "models" / "base" / "base_info.json").read_text())["steps"] == 2
     stage("split", repo)
-    assert json.loads((repo / "metrics" / "split.json").read_text())["easy_min"] == 1
+    metrics = json.loads((repo / "metrics" / "split.json").read_text())
+    assert (metrics["easy_min"], metrics["hard_max"]) == (2, 1)
+    assert metrics["hard_count"] == sum(p <= 1 for p in read_scores(repo).values())
     set_params(repo, {"base.steps": {"virl_l": 3}})
     assert_one_line_error(stage("base", repo, check=False), "base.steps.gp_l")
 

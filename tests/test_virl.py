@@ -283,10 +283,41 @@ def test_corpus_relative_fraction(frac, space):
 
 def test_visual_ood_uses_the_other_style(datasets):
     records = datasets[("compact", True)]
-    assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood"}
+    assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_shift"}
     assert {json.loads(r["task"])["style"] for r in records["train"]} == {"id"}
-    rows = virl.generate({"eval_ood_visual": 2}, {"ood_visual": "palette"}, 1, visual=True)["eval_ood_visual"]
-    assert {json.loads(r["task"])["style"] for r in rows} == {"ood_palette"}
+    for option, style in (("palette", "ood_palette"), ("landmarks", "ood")):
+        rows = virl.generate({"eval_ood_visual": 2}, {"ood_visual": option}, 1, visual=True)
+        assert {json.loads(r["task"])["style"] for r in rows["eval_ood_visual"]} == {style}
+
+
+def test_the_default_visual_ood_shows_landmarks_the_model_can_name(datasets):
+    """The shifted city uses the training landmarks, so recognition there measures reading: a model that
+    names what it sees can be right on every view, not only on the views with no landmark."""
+    records = datasets[("compact", True)]
+    seen = {
+        name
+        for r in records["eval_ood_visual"]
+        for name in json.loads(r["task"])["observation"]["views"].values()
+        if name is not None
+    }
+    assert seen and seen <= set(STYLES["id"].landmarks)
+    record = records["eval_ood_visual"][0]
+    verdict = virl.verify_record(record, record["answer"])
+    assert verdict.success and verdict.recognized  # the oracle answer reads every view
+
+
+def test_the_shift_keeps_each_icon_and_changes_the_scene():
+    """ood_shift draws each landmark with its ID shape and colour, in another palette and layout."""
+    roads = (True, False, True, False)
+    assert all(STYLES["ood_shift"].icon(name) == STYLES["id"].icon(name) for name in STYLES["id"].landmarks)
+    day = render_views(("Bank", None, None, None), roads, "id")
+    shifted = render_views(("Bank", None, None, None), roads, "ood_shift")
+    bank_red = STYLES["id"].palette.icons[0]
+    assert bank_red in {colour for _, colour in shifted.getcolors(4096)}
+    assert day.getpixel((5, 2)) != shifted.getpixel((5, 2))  # the sky
+    names = STYLES["id"].landmarks
+    shifted_icons = {render_views((n, None, None, None), roads, "ood_shift").tobytes() for n in names}
+    assert len(shifted_icons) == len(names)
 
 
 def test_default_compact_prompts_are_short(datasets):
@@ -358,7 +389,8 @@ def test_styles_and_landmarks_look_different():
     id_image = render_views(("Bank", None, None, "Cafe"), roads, "id")
     ood_image = render_views(("Temple", None, None, "Tower"), roads, "ood")
     palette_image = render_views(("Bank", None, None, "Cafe"), roads, "ood_palette")
-    assert len({id_image.tobytes(), ood_image.tobytes(), palette_image.tobytes()}) == 3
+    shift_image = render_views(("Bank", None, None, "Cafe"), roads, "ood_shift")
+    assert len({id_image.tobytes(), ood_image.tobytes(), palette_image.tobytes(), shift_image.tobytes()}) == 4
     icons = {render_views((name, None, None, None), roads, "id").tobytes() for name in STYLES["id"].landmarks}
     assert len(icons) == len(STYLES["id"].landmarks)
     assert (

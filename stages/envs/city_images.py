@@ -1,9 +1,17 @@
 """Pillow drawings of what a V-IRL agent sees: four views (front, right, back, left) side by side.
 
-A style is a landmark set plus a palette. Every landmark has its own icon (a shape in a colour),
-so the image alone tells which landmark stands on which side. "id" is used for training and the
-ID / OOD-rule evaluations; "ood" (other landmarks, other shapes, dusk palette) and "ood_palette"
-(the ID landmarks and shapes, dusk palette) are the two visual-OOD options.
+A style is a landmark set, a palette and a layout. Every landmark has its own icon (a shape in a
+colour), so the image alone tells which landmark stands on which side. "id" is used for training and the
+ID / OOD-rule evaluations. The visual-OOD options (generate.virl.ood_visual):
+
+- "ood_shift" (the default): the ID landmarks with their ID icons (shape and colour), drawn in another
+  scene: dusk sky, ground, roads and buildings, smaller icons standing lower with a thick light
+  outline. A model that reads the icons can still name every landmark, so its recognition measures
+  reading under a visual shift.
+- "ood_palette": the ID landmarks and shapes with the dusk palette, icon colours included: the shape
+  still names a landmark's group of three, the colour no longer tells which of them.
+- "ood": other landmarks with other shapes and the dusk palette. The model never saw these names, so
+  it cannot state them: recognition there counts only the views with no landmark.
 """
 
 from __future__ import annotations
@@ -28,10 +36,18 @@ class Palette:
 
 
 @dataclass(frozen=True)
+class Layout:
+    icon_size: float  # icon diameter as a share of the smaller side of a panel
+    icon_height: float  # icon centre, as a share of the image height from the top
+    outline: int  # icon outline width in pixels
+
+
+@dataclass(frozen=True)
 class Style:
     landmarks: tuple[str, ...]  # single words, so the word-level embedded model sees one token each
     shapes: tuple[str, str, str, str]
     palette: Palette
+    layout: Layout
 
     def icon(self, landmark: str) -> tuple[str, RGB]:
         """The (shape, colour) of a landmark: shapes cycle fastest, so no two landmarks share both."""
@@ -56,6 +72,11 @@ DUSK = Palette(
     icons=((245, 150, 20), (170, 60, 200), (20, 190, 190)),
 )
 
+# The dusk scene with the day icons: what "ood_shift" changes is everything but the icons' identity.
+DUSK_SCENE = Palette(DUSK.sky, DUSK.ground, DUSK.road, DUSK.building, DUSK.edge, DAY.icons)
+DAY_LAYOUT = Layout(icon_size=0.42, icon_height=0.45, outline=1)  # on the horizon
+SHIFTED_LAYOUT = Layout(icon_size=0.36, icon_height=0.6, outline=2)  # smaller, on the ground, thick rim
+
 ID_LANDMARKS = (
     "Bank", "Cafe", "School", "Hotel",
     "Library", "Bakery", "Museum", "Cinema",
@@ -67,10 +88,12 @@ OOD_LANDMARKS = (
     "Fountain", "Arcade", "Chapel", "Garage",
 )  # fmt: skip
 
+ID_SHAPES = ("circle", "square", "triangle", "diamond")
 STYLES = {
-    "id": Style(ID_LANDMARKS, ("circle", "square", "triangle", "diamond"), DAY),
-    "ood": Style(OOD_LANDMARKS, ("star", "cross", "hexagon", "ring"), DUSK),
-    "ood_palette": Style(ID_LANDMARKS, ("circle", "square", "triangle", "diamond"), DUSK),
+    "id": Style(ID_LANDMARKS, ID_SHAPES, DAY, DAY_LAYOUT),
+    "ood_shift": Style(ID_LANDMARKS, ID_SHAPES, DUSK_SCENE, SHIFTED_LAYOUT),
+    "ood_palette": Style(ID_LANDMARKS, ID_SHAPES, DUSK, DAY_LAYOUT),
+    "ood": Style(OOD_LANDMARKS, ("star", "cross", "hexagon", "ring"), DUSK, DAY_LAYOUT),
 }
 
 
@@ -86,7 +109,7 @@ def render_views(
     if len(views) != 4 or len(roads) != 4:
         raise ValueError("views and roads need one entry per side: front, right, back, left")
     look = STYLES[style]
-    palette = look.palette
+    palette, layout = look.palette, look.layout
     image = Image.new("RGB", (width, height), palette.sky)
     draw = ImageDraw.Draw(image)
     horizon = round(height * 0.45)
@@ -112,23 +135,31 @@ def render_views(
             )
         if views[side] is not None:
             shape, colour = look.icon(views[side])
-            size = min(panel, height) * 0.42
-            _draw_icon(draw, shape, colour, palette.edge, middle, horizon, size)
+            size = min(panel, height) * layout.icon_size
+            centre = height * layout.icon_height
+            _draw_icon(draw, shape, colour, palette.edge, middle, centre, size, layout.outline)
         if side:
             draw.line((left, 0, left, height - 1), fill=palette.edge)
     return image
 
 
 def _draw_icon(
-    draw: ImageDraw.ImageDraw, shape: str, fill: RGB, edge: RGB, cx: float, cy: float, size: float
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    fill: RGB,
+    edge: RGB,
+    cx: float,
+    cy: float,
+    size: float,
+    outline: int = 1,
 ):
-    """One landmark icon of diameter `size` centred at (cx, cy)."""
+    """One landmark icon of diameter `size` centred at (cx, cy), outlined `outline` pixels wide."""
     r = size / 2
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
-        draw.ellipse(box, fill=fill, outline=edge)
+        draw.ellipse(box, fill=fill, outline=edge, width=outline)
     elif shape == "square":
-        draw.rectangle(box, fill=fill, outline=edge)
+        draw.rectangle(box, fill=fill, outline=edge, width=outline)
     elif shape == "ring":
         draw.ellipse(box, outline=fill, width=max(2, round(size / 5)))
     elif shape == "cross":
@@ -136,7 +167,7 @@ def _draw_icon(
         draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
         draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
     else:
-        draw.polygon(_polygon(shape, cx, cy, r), fill=fill, outline=edge)
+        draw.polygon(_polygon(shape, cx, cy, r), fill=fill, outline=edge, width=outline)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
