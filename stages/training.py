@@ -13,8 +13,9 @@ import torch
 from transformers import TrainingArguments
 
 from stages.checkpoints import Checkpoints
+from stages.envs import ENV_NAMES
 from stages.modeling import VISION_TOWER
-from stages.params import ParamError, check_int, get, integer, number
+from stages.params import ParamError, check_int, choice, get, integer, number, per_env
 from stages.storage import read_split
 
 # Keep logs readable; set before datasets builds its first progress bar.
@@ -49,11 +50,12 @@ def execution(params, batch_size: int, batch_key: str) -> dict:
     """How a training stage runs on its hardware (the `train` params), validated against this process's
     share of the global batch (`batch_key`) before any model loads: neither setting changes what an
     optimizer step trains on. Keyword arguments of `trainer_defaults`."""
-    micro = get(params, "train.micro_batch_size")
-    micro = batch_size if micro is None else check_int("train.micro_batch_size", micro, minimum=1)
+    key = per_env(params, "train.micro_batch_size", choice(params, "env", ENV_NAMES))
+    micro = get(params, key)
+    micro = batch_size if micro is None else check_int(key, micro, minimum=1)
     if batch_size % micro:
         raise ParamError(
-            f"train.micro_batch_size={micro} must divide each process's batch, {batch_size} ({batch_key} / "
+            f"{key}={micro} must divide each process's batch, {batch_size} ({batch_key} / "
             "processes); use a divisor of it, or null for no accumulation"
         )
     return dict(
