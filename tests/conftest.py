@@ -13,6 +13,13 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
+# pytest-xdist (pyproject.toml's addopts: two workers) shares the cores between the workers: each runs torch,
+# and the stages and dvc it starts, on one thread, so they do not oversubscribe the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
 # Small enough that `dvc repro` on the whole pipeline takes about a minute on 2 CPU cores.
 MICRO = {
     "generate.gp.sizes": dict(train=48, eval_id=16, eval_ood_rule=16, eval_ood_visual=8, corpus=1500),
