@@ -33,22 +33,27 @@ def load(path: str | Path) -> dict | list:
 
 
 def timed(path: str | Path) -> dict | None:
-    """Wall time and peak memory from a `/usr/bin/time -v` record, with its first line (what ran)."""
+    """Wall time and peak memory from `/usr/bin/time -v` records, with the file's first line (what ran). A run
+    made in parts (a study resumed after a stop) has one record per part: the times add up, the peak is the
+    largest."""
     file = ROOT / path
     if not file.exists():
         return None
     text = file.read_text()
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    if wall is None:
+    walls = re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    peaks = [int(kb) for kb in re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)]
+    if not walls:
         return None
     seconds = 0.0
-    for part in wall.group(1).split(":"):
-        seconds = seconds * 60 + float(part)
+    for wall in walls:
+        part_seconds = 0.0
+        for part in wall.split(":"):
+            part_seconds = part_seconds * 60 + float(part)
+        seconds += part_seconds
     return {
         "what": text.splitlines()[0].lstrip("# ").strip(),
         "seconds": seconds,
-        "rss_gb": int(rss.group(1)) / 1e6 if rss else None,
+        "rss_gb": max(peaks) / 1e6 if peaks else None,
     }
 
 

@@ -213,6 +213,36 @@ class LocalQueue:
         pass
 
     def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
+        remaining = dict(todo)
+        for start in range(1, QUEUE_STARTS + 1):
+            finished = self.run_queue(remaining, lock)
+            made = set(experiments())
+            remaining = {name: params for name, params in remaining.items() if name not in made}
+            if finished or not remaining:
+                break
+            # DVC's local queue runs on kombu's filesystem broker, whose worker can die reading a message
+            # while it is written (JSONDecodeError, treeverse/dvc-task#73): queue the rest again.
+            print(
+                f"study {self.study}: DVC's queue workers exited with {len(remaining)} experiments not run "
+                f"(start {start} of {QUEUE_STARTS}); queueing them again",
+                file=sys.stderr,
+            )
+        else:
+            raise SystemExit(
+                f"error: DVC's queue workers exited {QUEUE_STARTS} times with experiments still queued "
+                f"({', '.join(remaining)}); `dvc queue logs <experiment>` shows what ran; run the same "
+                "command again (finished experiments are kept)"
+            )
+        if remaining:  # the queue's later rounds need this one's outputs: stop here
+            failed = sorted(remaining)
+            raise SystemExit(
+                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
+                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
+            )
+        return {}
+
+    def run_queue(self, todo: dict[str, dict], lock: str | None) -> bool:
+        """Queue `todo` and run it with `dvc exp run --run-all`; False if the queue's workers died first."""
         with workspace_lock(lock):  # the queue takes the workspace as it is, dvc.lock included
             for experiment, params in todo.items():
                 dvc("exp", "run", "--queue", "--name", experiment, *[f"-S{k}={v}" for k, v in params.items()])
@@ -224,14 +254,7 @@ class LocalQueue:
             f"study {self.study}: running {len(todo)} experiments, {workers} at once (dvc exp run --run-all)"
         )
         run_all = subprocess.Popen(["dvc", "exp", "run", "--run-all", "--jobs", str(workers)], env=env)
-        wait_for_queue(run_all)
-        failed = sorted(set(todo) - set(experiments()))
-        if failed:  # the queue's later rounds need this one's outputs: stop here
-            raise SystemExit(
-                f"error: {len(failed)} experiments failed: {', '.join(failed)}; see `dvc queue logs "
-                f"{failed[0]}`, fix the cause and run the same command again (finished experiments are kept)"
-            )
-        return {}
+        return wait_for_queue(run_all)
 
 
 @contextlib.contextmanager
@@ -266,17 +289,18 @@ def experiment_lock(commit: str) -> str:
 
 QUEUE_CHECK_S = 30  # how often a running queue's workers are checked
 QUEUE_DEAD_CHECKS = 3  # checks in a row without a live worker that make a queue dead
+QUEUE_STARTS = 3  # times a round's queue is started before the study stops
 
 
-def wait_for_queue(run_all: subprocess.Popen) -> None:
-    """Wait for `dvc exp run --run-all`, which waits without limit for each queued experiment to start: if
-    its workers exit first (seen in CI: both workers defunct, the command waiting forever), stop it and
-    say so instead of hanging."""
+def wait_for_queue(run_all: subprocess.Popen) -> bool:
+    """Wait for `dvc exp run --run-all`; False if the queue's workers died first. The command waits without
+    limit for each queued experiment to start, so when its workers exit first (seen in CI: both workers
+    defunct, the command waiting forever) it is stopped and what is still queued removed."""
     dead = 0
     while True:
         try:
             run_all.wait(timeout=QUEUE_CHECK_S)
-            return
+            return True
         except subprocess.TimeoutExpired:
             pass
         dead = 0 if queue_workers_alive() else dead + 1
@@ -284,11 +308,7 @@ def wait_for_queue(run_all: subprocess.Popen) -> None:
             run_all.kill()
             run_all.wait()
             subprocess.run(["dvc", "queue", "remove", "--queued"], capture_output=True)
-            raise SystemExit(
-                f"error: DVC's queue workers exited with experiments still queued (none alive for "
-                f"{QUEUE_DEAD_CHECKS * QUEUE_CHECK_S} s); `dvc queue logs <experiment>` shows what ran; "
-                "run the same command again (finished experiments are kept)"
-            )
+            return False
 
 
 def queue_workers_alive() -> bool:

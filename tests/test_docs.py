@@ -45,6 +45,16 @@ def test_the_number_pattern_catches_what_it_should(tmp_path):
     assert MEASURED.findall(text) == ["+0.046", "50 min", "1.37x", "1.32 GB", "6.22e12"]
 
 
+def test_a_run_timed_in_parts_adds_its_parts(tmp_path):
+    record = "\tElapsed (wall clock) time (h:mm:ss or m:ss): {}\n\tMaximum resident set size (kbytes): {}\n"
+    path = tmp_path / "study_x_time.txt"
+    path.write_text(
+        "# the study, in two parts\n" + record.format("1:20:02", 2398400) + record.format("26:30.5", 1000)
+    )
+    run = tables.timed(path)
+    assert run == {"what": "the study, in two parts", "seconds": 4802 + 1590.5, "rss_gb": 2.3984}
+
+
 def test_a_study_summary_counts_its_verdicts():
     row = {"claim": "SFT raises ID", "paper": "both papers", "effect": 0.05, "ratio": False}
     study = {
