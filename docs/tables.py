@@ -173,7 +173,8 @@ def studies() -> list[dict]:
 
 
 def tested(study: dict) -> list[dict]:
-    return [row for row in study["claims"] if "verdict_holm" in row]
+    """The rows the study measured; the others say why not ("not run: needs ...")."""
+    return [row for row in study["claims"] if "effect" in row]
 
 
 def counts(rows: list[dict], key: str) -> str:
@@ -206,7 +207,8 @@ def study_time(name: str) -> str:
     run = timed(REPRODUCIBILITY / f"study_{name}_time.txt")
     if run is None:
         return "its run time was not recorded"
-    return f"{minutes(run['seconds'])}, peak memory {run['rss_gb']:.2f} GB ({run['what']})"
+    # No peak memory: the experiments run in DVC's detached queue worker, which /usr/bin/time does not see.
+    return f"{minutes(run['seconds'])} ({run['what']})"
 
 
 def study_section(study: dict) -> str:
@@ -230,9 +232,12 @@ def verdicts() -> str:
     lines = []
     for study in studies():
         rows = tested(study)
+        decided = [f"{row['claim']} ({row['verdict_holm']}, {effect(row)})" for row in rows
+                   if row["verdict_holm"] != "inconclusive"]  # fmt: skip
         lines.append(
             f"- **{study['study']}** ({len(study['seeds'])} seeds, {len(rows)} rows tested): "
-            f"{counts(rows, 'verdict_holm')} after Holm's correction."
+            f"{counts(rows, 'verdict_holm')} after Holm's correction"
+            + (f". Decided: {'; '.join(decided)}." if decided else ".")
         )
     return "\n".join(lines) or "- No study is committed yet."
 
