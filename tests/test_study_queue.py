@@ -2,8 +2,8 @@
 
 The gp_l study lost its last five experiments that way: kombu's filesystem broker handed the worker a
 message read while it was written, the worker stopped after its running experiment, and `dvc exp run
---run-all` went on waiting for the rest. Here a real one-stage DVC repository has its worker sent a warm
-shutdown (SIGTERM: finish the running experiment, then exit) during the first of three experiments.
+--run-all` went on waiting for the rest. Here a real one-stage DVC repository has its worker stopped
+(SIGTERM) during the first of three experiments; with one start only, none of the three is made.
 """
 
 from __future__ import annotations
