@@ -52,7 +52,8 @@ def execution(params, batch_size: int, batch_key: str) -> dict:
     optimizer step trains on. Keyword arguments of `trainer_defaults`."""
     key = per_env(params, "train.micro_batch_size", choice(params, "env", ENV_NAMES))
     micro = get(params, key)
-    micro = batch_size if micro is None else check_int(key, micro, minimum=1)
+    # at most the batch: a micro-batch size bounds the sequences of one forward, so a smaller batch is one
+    micro = batch_size if micro is None else min(batch_size, check_int(key, micro, minimum=1))
     if batch_size % micro:
         raise ParamError(
             f"{key}={micro} must divide each process's batch, {batch_size} ({batch_key} / "

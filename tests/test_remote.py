@@ -42,8 +42,8 @@ def status(repo: Path) -> dict:
 
 def test_default_remote_is_a_sibling_directory_of_the_clone(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    listed = run(["dvc", "remote", "list"], repo).stdout.split()
-    assert listed[:2] == ["storage", str(tmp_path / "dvc-storage")], listed
+    url = run(["dvc", "config", "remote.storage.url"], repo).stdout.strip()  # relative to .dvc/
+    assert (repo / ".dvc" / url).resolve() == (tmp_path / "dvc-storage").resolve(), url
     assert run(["dvc", "remote", "default"], repo).stdout.strip() == "storage"
 
 
