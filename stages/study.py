@@ -312,8 +312,13 @@ def wait_for_queue(run_all: subprocess.Popen) -> bool:
 
 
 def queue_workers_alive() -> bool:
-    """Whether a live (not defunct) `dvc exp queue-worker` runs for this repository, from /proc."""
+    return bool(queue_worker_pids())
+
+
+def queue_worker_pids() -> list[int]:
+    """The live (not defunct) `dvc exp queue-worker` processes of this repository, from /proc."""
     here = Path.cwd().resolve()
+    pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if b"queue-worker" not in (proc / "cmdline").read_bytes():
@@ -323,8 +328,8 @@ def queue_workers_alive() -> bool:
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if state != "Z" and (cwd == here or here in cwd.parents):
-            return True
-    return False
+            pids.append(int(proc.name))
+    return pids
 
 
 def run_study(

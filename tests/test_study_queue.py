@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import run
@@ -34,17 +33,6 @@ open("out.txt", "w").write(str(yaml.safe_load(open("params.yaml"))["x"]))
 """
 
 
-def queue_worker(repo: Path) -> int | None:
-    """The pid of a live `dvc exp queue-worker` of `repo`, if one runs."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if b"queue-worker" in (proc / "cmdline").read_bytes() and (proc / "cwd").resolve() == repo:
-                return int(proc.name)
-        except OSError:
-            continue
-    return None
-
-
 def test_dead_queue_worker_is_replaced(tmp_path, monkeypatch, capsys):
     repo = tmp_path.resolve()
     (repo / "dvc.yaml").write_text(STAGE)
@@ -63,8 +51,9 @@ def test_dead_queue_worker_is_replaced(tmp_path, monkeypatch, capsys):
     def stop_first_worker() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            pid = queue_worker(repo)
-            if pid:
+            pids = study.queue_worker_pids()  # of the current directory, the repository
+            if pids:
+                pid = pids[0]
                 time.sleep(1.5)  # inside the first experiment's 4 s stage
                 os.kill(pid, signal.SIGTERM)
                 stopped.append(pid)
