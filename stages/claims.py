@@ -654,8 +654,8 @@ def measure(
         row["note"] = "; ".join([*notes, f"excludes 0 on the {sign} side, but lies inside the margin"])
     estimate = claim.direction * resampled.effect + (margin if claim.noninferiority else 0.0)
     distances = [abs(estimate)] + ([margin - abs(estimate)] if not claim.noninferiority else [])
-    needed = [n for n in (seeds_to_decide(resampled, d, settings.level) for d in distances) if n is not None]
-    row["seeds_to_decide"] = min(needed) if needed else None
+    # claims_table sets seeds_to_decide from these once it knows how many rows share the correction
+    row["_to_decide"] = (resampled, distances)
     return row
 
 
@@ -694,8 +694,14 @@ def claims_table(
         row["verdict_holm"] = decide(
             p_direction, row["p"]["side"], adjusted_equivalence.get(row["key"]), settings.level
         )
+    # at the Bonferroni level alpha / rows, which Holm's first step uses and its later steps relax
+    level = 1 - (1 - settings.level) / max(1, len(tested))
     for row in rows:
         row.setdefault("verdict_holm", row["verdict"])
+        resampled, distances = row.pop("_to_decide", (None, []))
+        if resampled is not None:
+            needed = [n for n in (seeds_to_decide(resampled, d, level) for d in distances) if n is not None]
+            row["seeds_to_decide"] = min(needed) if needed else None
     return rows
 
 
@@ -716,7 +722,7 @@ def markdown(rows: list[dict], header: str, settings: Settings | None = None) ->
         f"a hierarchical bootstrap ({settings.draws} draws) over seeds and eval units (hands; routes on "
         "V-IRL) shared by every seed and model; the Holm verdict adjusts the p-values across this table's "
         "rows. MDE: the effect found with 80% power at these seeds and prompts; seeds: roughly how many "
-        "would decide the row at the observed spread (docs/statistics.md).",
+        "would decide an undecided row after Holm at the observed spread (docs/statistics.md).",
         "",
         f"| finding | papers | here (mean over seeds) | {percent} interval | {percent} over seeds only "
         "(diagnostic) | MDE | seeds to decide | p (raw / Holm) | verdict | Holm verdict |",
@@ -728,20 +734,28 @@ def markdown(rows: list[dict], header: str, settings: Settings | None = None) ->
             lines.append(f"| {row['claim']} | {row['paper']} |{blank} {row['verdict']}: {row['note']} | - |")
             continue
         ratio = row["ratio"]
-        seeds = row.get("seeds_to_decide")
         p, p_holm = row.get("p"), row.get("p_holm")
         cells = [
             fmt(row["effect"], ratio),
             fmt_interval(row["interval"], ratio),
             fmt_interval(row["interval_seeds"], ratio),
             f"×{math.exp(row['mde']):.2f}" if ratio else f"{row['mde']:.3f}",
-            "-" if row.get("p") is None else str(seeds) if seeds else "more prompts",
+            seeds_cell(row),
             "-" if p is None else f"{p['direction']:.3f} / {p_holm['direction']:.3f}",
         ]
         note = f" ({row['note']})" if row.get("note") else ""
         cells += [f"**{row['verdict']}**{note}", f"**{row['verdict_holm']}**"]
         lines.append(f"| {row['claim']} | {row['paper']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
+
+
+def seeds_cell(row: dict) -> str:
+    if row.get("p") is None:
+        return "-"
+    if row["verdict_holm"] not in ("inconclusive", "not run"):
+        return "decided"
+    seeds = row.get("seeds_to_decide")
+    return str(seeds) if seeds else "more prompts"
 
 
 def fmt(value: float, ratio: bool) -> str:

@@ -30,12 +30,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ from stages.cluster import INSTALL, RayEngine, git
 from stages.envs import ENV_NAMES
 from stages.params import ParamError, get, integer, load_params, per_env
 from stages.provenance import provenance
-from stages.storage import write_json
+from stages.storage import atomic_dir, write_json
 
 # What makes each arm; the sft arms pin grpo.viter 1, so their GRPO model is the viter-1 arm. The budget arm
 # also multiplies sft.steps and grpo.steps (arm_params); it is left out of the default --arms.
@@ -366,6 +368,7 @@ def run_rounds(
     """The rounds of run_study; returns how many experiments ran and {name: why} of those that failed."""
     engine.sync()
     made = experiments()
+    kept = kept_experiments(name, overrides)
     sft_arms = [arm for arm in arms if arm != "grpo_viter3"]
     first = sft_arms[:1]
     rounds = [
@@ -383,6 +386,9 @@ def run_rounds(
             experiment = f"{name}-s{seed}-{arm}"
             if experiment in made:
                 print(f"study: {experiment} already made; kept")
+                continue
+            if experiment in kept:
+                print(f"study: {experiment} kept in study/{name}/results (made at {kept[experiment][:7]})")
                 continue
             todo[experiment] = {**overrides, "seed": seed, **arm_params(arm, overrides)}
         ran += len(todo)
@@ -409,72 +415,216 @@ def arm_params(arm: str, overrides: dict[str, str]) -> dict:
     return made
 
 
-def collect(name: str, metric: str) -> tuple[str, list[SeedResults], list[str]]:
-    """The study's results per seed, read at each experiment's commit."""
-    pattern = re.compile(rf"{re.escape(name)}-s(\d+)-({'|'.join(ARMS)})")
-    found = {m: rev for m, rev in experiments().items() if pattern.fullmatch(m)}
+# The files the claims read of one model, by their name under study/<name>/results/s<seed>/<model>/ ->
+# their path in the experiment that made the model; the first two are required.
+MODEL_FILES = {
+    "per_prompt.csv": "metrics/eval/per_prompt/{stage}.csv",
+    "eval.json": "metrics/eval/{stage}.json",
+    "training.json": "metrics/{stage}.json",
+    "curve.json": "metrics/{stage}_live/plots/custom/success_vs_flops.json",
+    "curve_per_prompt.csv": "metrics/{stage}_live/curve_per_prompt.csv",
+    "benchmark_items.csv": "metrics/benchmarks/per_item/{stage}.csv",
+}
+# Params the arms and seeds set: the rest must agree for experiments to form one study.
+ARM_KEYS = ("seed", "subset", "grpo.viter", "sft.steps", "grpo.steps")
+
+
+@dataclass
+class StudyFiles:
+    """What a study's claims read: per seed, per model (and "score"), {file name: text}; where each came
+    from; and each experiment's params. study/<name>/results/ holds it in git, so a clone can rewrite the
+    table, and resume the study, without the experiments."""
+
+    env: str
+    experiments: dict[str, str]  # experiment -> its commit
+    params: dict[str, dict]  # experiment -> its params.yaml
+    files: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
+    made_by: dict[int, dict[str, str]] = field(default_factory=dict)  # seed -> model -> experiment
+
+
+def read_experiments(name: str) -> StudyFiles | None:
+    """The study's files at each of its experiments on the current commit (None if there are none)."""
+    found = {m: rev for m, rev in experiments().items() if experiment_pattern(name).fullmatch(m)}
     if not found:
-        raise SystemExit(
-            f"error: no experiments named {name}-s<seed>-<arm> on this commit; run `python -m stages.study"
-            " run` (or pass the study's --name)"
-        )
-    files = {experiment: DVCFileSystem(".", rev=rev) for experiment, rev in sorted(found.items())}
-    envs = {
-        experiment: yaml.safe_load(fs.read_text("params.yaml"))["env"] for experiment, fs in files.items()
-    }
-    if len(set(envs.values())) > 1:
-        mixed = ", ".join(f"{experiment} ({env})" for experiment, env in envs.items())
-        raise SystemExit(f"error: study {name} mixes envs: {mixed}; give each env its own --name")
-    seeds: dict[int, SeedResults] = {}
-    for experiment, fs in files.items():
-        seed_text, arm = pattern.fullmatch(experiment).groups()
-        results = seeds.setdefault(int(seed_text), SeedResults(int(seed_text), prompts={}))
+        return None
+    systems = {experiment: DVCFileSystem(".", rev=rev) for experiment, rev in sorted(found.items())}
+    params = {experiment: read_params(fs.read_text("params.yaml")) for experiment, fs in systems.items()}
+    study = StudyFiles(
+        one_env(name, {experiment: p["env"] for experiment, p in params.items()}), found, params
+    )
+    for experiment, fs in systems.items():
+        seed_text, arm = experiment_pattern(name).fullmatch(experiment).groups()
+        seed = int(seed_text)
+        files, made_by = study.files.setdefault(seed, {}), study.made_by.setdefault(seed, {})
         for model, stage in ARM_MODELS[arm].items():
             # base and grpo come with every sft arm of the seed: one copy is enough
-            if model in results.prompts:
+            if model in files:
                 continue
-            results.prompts[model] = read_per_prompt(fs, stage, metric, experiment, envs[experiment])
-            results.prompts[model] |= read_benchmark_items(fs, stage)
-            results.evals[model] = json.loads(fs.read_text(f"metrics/eval/{stage}.json"))
-            if stage != "base":
-                results.training[model] = json.loads(fs.read_text(f"metrics/{stage}.json"))
-                curve = f"metrics/{stage}_live/plots/custom/success_vs_flops.json"
-                results.curves[model] = json.loads(fs.read_text(curve)) if fs.exists(curve) else []
-                per_prompt = f"metrics/{stage}_live/curve_per_prompt.csv"
-                if fs.exists(per_prompt):  # experiments made before per-prompt curves have none
-                    with fs.open(per_prompt) as f:
-                        arrays = curve_arrays(pd.read_csv(f, dtype={"id": str, "unit": str}))
-                    if arrays:
-                        results.curve_prompts[model] = arrays
-        results.training.setdefault("score", json.loads(fs.read_text("metrics/score.json")))
-    for results in seeds.values():
+            paths = {file: path.format(stage=stage) for file, path in MODEL_FILES.items()}
+            if stage == "base":
+                del paths["training.json"], paths["curve.json"], paths["curve_per_prompt.csv"]
+            if not fs.exists(paths["per_prompt.csv"]):
+                raise SystemExit(
+                    f"error: {experiment} has no {paths['per_prompt.csv']}; it predates per-prompt results: "
+                    f"remove it with `dvc exp remove {experiment}` and run the study again"
+                )
+            files[model] = {file: fs.read_text(path) for file, path in paths.items() if fs.exists(path)}
+            made_by[model] = experiment
+        files.setdefault("score", {"score.json": fs.read_text("metrics/score.json")})
+    return study
+
+
+def read_params(text: str) -> dict:
+    """A params.yaml as load_params reads it (OmegaConf's YAML: 1e-3 is a number)."""
+    return OmegaConf.to_container(OmegaConf.create(text))
+
+
+def kept_experiments(name: str, overrides: dict[str, str]) -> dict[str, str]:
+    """{experiment: commit} of those kept in study/<name>/results that this run would make with the same
+    params; none where the model comes from model.path, whose weights the params do not pin."""
+    kept = read_results(OUTPUT / name / "results")
+    if kept is None:
+        return {}
+    config = load_params()
+    for key, value in overrides.items():
+        OmegaConf.update(config, key, read_params(f"value: {value}")["value"], force_add=True)
+    if get(config, "model.path") is not None:
+        return {}
+    ours = study_params(OmegaConf.to_container(config))
+    return {e: rev for e, rev in kept.experiments.items() if study_params(kept.params[e]) == ours}
+
+
+def experiment_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"{re.escape(name)}-s(\d+)-({'|'.join(ARMS)})")
+
+
+def one_env(name: str, envs: dict[str, str]) -> str:
+    if len(set(envs.values())) > 1:
+        mixed = ", ".join(f"{source} ({env})" for source, env in envs.items())
+        raise SystemExit(f"error: study {name} mixes envs: {mixed}; give each env its own --name")
+    return next(iter(envs.values()))
+
+
+def study_params(params: dict) -> dict:
+    """An experiment's params without those its arm and seed set."""
+    config = OmegaConf.create(params)
+    for key in ARM_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(config, parent) if parent else config
+        if node is not None and leaf in node:
+            del node[leaf]
+    return OmegaConf.to_container(config)
+
+
+def read_results(folder: Path) -> StudyFiles | None:
+    """study/<name>/results/ as StudyFiles (None where the study kept none)."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    study = StudyFiles(manifest["env"], manifest["experiments"], manifest["params"])
+    for seed_text, models in manifest["made_by"].items():
+        seed = int(seed_text)
+        study.made_by[seed] = dict(models)
+        study.files[seed] = {
+            model: {path.name: path.read_text() for path in sorted((folder / f"s{seed}" / model).iterdir())}
+            for model in [*models, "score"]
+        }
+    return study
+
+
+def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyFiles:
+    """The experiments made on this commit, over those kept in study/<name>/results: a model made by both
+    comes from the new experiment. Kept results made with other params than the new ones are dropped."""
+    if kept is None or made is None:
+        if kept is None and made is None:
+            raise SystemExit(
+                f"error: no experiments named {name}-s<seed>-<arm> on this commit and no "
+                f"study/{name}/results; run `python -m stages.study run` (or pass the study's --name)"
+            )
+        return kept or made
+    one_env(name, {f"study/{name}/results": kept.env} | {e: p["env"] for e, p in made.params.items()})
+    ours = study_params(next(iter(made.params.values())))
+    if any(study_params(p) != ours for p in kept.params.values()):
+        print(f"study {name}: study/{name}/results was made with other params; replaced", file=sys.stderr)
+        return made
+    # Another machine's kernels train another base from the same params: arms compared with it must share it
+    bases = [
+        (kept.files[s].get("base"), made.files[s].get("base")) for s in set(kept.files) & set(made.files)
+    ]
+    if any(k and m and k["per_prompt.csv"] != m["per_prompt.csv"] for k, m in bases):
+        print(
+            f"study {name}: study/{name}/results starts from another base model (its per-prompt results "
+            "differ: made on another CPU?); replaced: run the study again to remake its other arms here",
+            file=sys.stderr,
+        )
+        return made
+    merged = StudyFiles(kept.env, kept.experiments | made.experiments, kept.params | made.params)
+    for seed in sorted(set(kept.files) | set(made.files)):
+        merged.files[seed] = kept.files.get(seed, {}) | made.files.get(seed, {})
+        merged.made_by[seed] = kept.made_by.get(seed, {}) | made.made_by.get(seed, {})
+    used = {experiment for models in merged.made_by.values() for experiment in models.values()}
+    merged.experiments = {e: rev for e, rev in sorted(merged.experiments.items()) if e in used}
+    merged.params = {e: p for e, p in merged.params.items() if e in used}
+    return merged
+
+
+def write_results(folder: Path, study: StudyFiles) -> None:
+    """StudyFiles as study/<name>/results/: manifest.json and s<seed>/<model>/<file>, replaced whole."""
+    with atomic_dir(folder) as scratch:
+        for seed, models in study.files.items():
+            for model, files in models.items():
+                for file, text in files.items():
+                    (scratch / f"s{seed}" / model).mkdir(parents=True, exist_ok=True)
+                    (scratch / f"s{seed}" / model / file).write_text(text)
+        made_by = {str(seed): models for seed, models in sorted(study.made_by.items())}
+        manifest = {"env": study.env, "experiments": study.experiments, "made_by": made_by}
+        write_json(scratch / "manifest.json", manifest | {"params": study.params})
+
+
+def seed_results(study: StudyFiles, name: str, metric: str) -> list[SeedResults]:
+    """The claims' input, per seed, from the study's files."""
+    seeds = []
+    for seed, models in sorted(study.files.items()):
+        results = SeedResults(seed, prompts={})
+        for model, files in sorted(models.items()):  # one order, whichever source the files came from
+            if model == "score":
+                results.training["score"] = json.loads(files["score.json"])
+                continue
+            results.prompts[model] = per_prompt_sets(files["per_prompt.csv"], metric, study.env)
+            results.prompts[model] |= benchmark_items(files.get("benchmark_items.csv", ""))
+            results.evals[model] = json.loads(files["eval.json"])
+            if "training.json" in files:
+                results.training[model] = json.loads(files["training.json"])
+                results.curves[model] = json.loads(files.get("curve.json", "[]"))
+                # experiments made before per-prompt curves have none
+                if arrays := curve_arrays(read_csv(files.get("curve_per_prompt.csv", ""))):
+                    results.curve_prompts[model] = arrays
         results.prompts, results.units = paired(results, name)
-    return next(iter(envs.values())), [seeds[s] for s in sorted(seeds)], sorted(found)
+        seeds.append(results)
+    return seeds
 
 
-def read_per_prompt(
-    fs: DVCFileSystem, stage: str, metric: str, experiment: str, env: str
-) -> dict[str, pd.DataFrame]:
+def read_csv(text: str) -> pd.DataFrame:
+    if not text.strip():
+        return pd.DataFrame()
+    return pd.read_csv(io.StringIO(text), dtype={"id": str, "unit": str, "benchmark": str})
+
+
+def per_prompt_sets(text: str, metric: str, env: str) -> dict[str, pd.DataFrame]:
     """{eval set: the metric and the independent unit of each prompt, indexed by prompt id}."""
-    path = f"metrics/eval/per_prompt/{stage}.csv"
-    if not fs.exists(path):
-        raise SystemExit(f"error: {experiment} has no {path}; it predates per-prompt results: remove it with "
-                         f"`dvc exp remove {experiment}` and run the study again")  # fmt: skip
-    with fs.open(path) as f:
-        table = pd.read_csv(f, dtype={"id": str, "unit": str})
+    table = read_csv(text)
     if "unit" not in table:
         table["unit"] = units_from_ids(table["id"], env)
     return {name: rows.set_index("id")[[metric, "unit"]] for name, rows in table.groupby("set", sort=False)}
 
 
-def read_benchmark_items(fs: DVCFileSystem, stage: str) -> dict[str, pd.DataFrame]:
+def benchmark_items(text: str) -> dict[str, pd.DataFrame]:
     """{"benchmarks": each benchmark item's verdict (0/1), an item its own unit}, or {} where the
     experiment ran no benchmark (benchmark.names empty, or made before the benchmark stage)."""
-    path = f"metrics/benchmarks/per_item/{stage}.csv"
-    if not fs.exists(path):
+    if not text.strip():
         return {}
-    with fs.open(path) as f:
-        items = pd.read_csv(f, dtype={"benchmark": str, "id": str})
+    items = read_csv(text)
     if items.empty:
         return {}
     ids = (items["benchmark"] + "/" + items["id"]).to_numpy(dtype=str)
@@ -525,18 +675,22 @@ def paired(results: SeedResults, name: str) -> tuple[dict[str, dict[str, np.ndar
 
 
 def write_claims(name: str, metric: str) -> None:
-    env, seeds, names = collect(name, metric)
+    out = OUTPUT / name
+    study = merge(name, read_results(out / "results"), read_experiments(name))
+    write_results(out / "results", study)
+    seeds = seed_results(study, name, metric)
     params = load_params()
     settings = Settings.from_params(get(params, "claims"))
-    rows = claims_table(seeds, env, env.endswith("_vl"), settings)
-    out = OUTPUT / name
+    rows = claims_table(seeds, study.env, study.env.endswith("_vl"), settings)
+    names = sorted(study.experiments)
     header = (
-        f"# Claims on {env}: study `{name}`, seeds {', '.join(str(s.seed) for s in seeds)}\n\n"
+        f"# Claims on {study.env}: study `{name}`, seeds {', '.join(str(s.seed) for s in seeds)}\n\n"
         f"Effect: the difference in {metric.replace('_', ' ')} the finding names (a ratio for wall time and "
         "gradient norms; rows read off the scaling curves use the curves' sampled success), the mean over "
-        f"seeds. {len(names)} experiments; `python -m stages.study claims` rewrites this file."
+        f"seeds. {len(names)} experiments, their files in `results/`; `python -m stages.study claims` "
+        "rewrites this file."
     )
-    summary = {"study": name, "env": env, "metric": metric, "experiments": names}
+    summary = {"study": name, "env": study.env, "metric": metric, "experiments": names}
     summary |= {"seeds": [s.seed for s in seeds], "settings": settings.__dict__, "claims": rows}
     write_json(out / "claims.json", summary | {"provenance": provenance(get(params, "data_seed"))})
     (out / "claims.md").write_text(markdown(rows, header, settings))

@@ -10,6 +10,7 @@ from stages.claims import (
     CLAIMS,
     SUBSETS,
     Claim,
+    Resampled,
     SeedResults,
     Settings,
     at_matched_flops,
@@ -22,6 +23,7 @@ from stages.claims import (
     measure,
     pvalues,
     seed_interval,
+    seeds_to_decide,
 )
 from stages.params import ParamError
 from stages.study import parse_arms, parse_sets
@@ -225,6 +227,18 @@ def test_markdown_has_one_row_per_claim():
     assert len(table) == 1 + len(CLAIMS)
     assert all(line.count(" | ") == table[0].count(" | ") for line in table)
     assert "GP-L 11.5 → 3.4" in text and "**holds**" in text and "±0.02" in text
+
+
+def test_seeds_to_decide_asks_for_holms_level_and_decided_rows_say_so():
+    spread = Resampled(0.02, [0.01, 0.02, 0.03], np.zeros(1), 1e-5, 1e-5, 1e-4)
+    raw, table = seeds_to_decide(spread, 0.02, 0.95), seeds_to_decide(spread, 0.02, 1 - 0.05 / 12)
+    assert 2 <= raw < table  # the table's correction asks for more seeds than one test
+    rows = claims_table(results(), "gp_l", visual=False)
+    text = markdown(rows, "# header")
+    sft = row(rows, "sft_lowers_ood")
+    assert sft["verdict_holm"] == "holds"
+    assert "| decided |" in next(line for line in text.splitlines() if line.startswith(f"| {sft['claim']} |"))
+    assert not any("_to_decide" in r for r in rows)
 
 
 def test_settings_name_the_param_and_its_allowed_values():

@@ -12,7 +12,20 @@ from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
 
 from stages.params import ParamError
-from stages.study import ARMS, DEFAULT_ARMS, arm_params, curve_arrays, parse_arms, units_from_ids
+from stages.study import (
+    ARMS,
+    DEFAULT_ARMS,
+    StudyFiles,
+    arm_params,
+    curve_arrays,
+    kept_experiments,
+    merge,
+    parse_arms,
+    read_results,
+    study_params,
+    units_from_ids,
+    write_results,
+)
 
 # Two optimizer steps per stage, curves at every step: the study's plumbing, not its findings.
 MICRO_STUDY = {
@@ -40,7 +53,7 @@ def read_at(repo, rev: str, path: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
+def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path, monkeypatch):
     repo = make_repo(tmp_path / "repo", MICRO_STUDY)
     # The commit's dvc.lock names a starting point made on another machine (other CPU kernels give another
     # base model), whose outputs this clone does not have: the study must not remake it in every experiment.
@@ -96,10 +109,30 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path):
     assert again.stdout.count("already made; kept") == 4 and "0 experiments queued and run" in again.stdout
     assert json.loads((repo / "study" / "micro" / "claims.json").read_text()) == claims
 
+    # study/micro/results keeps the files the claims read: committed, a clone without the experiments
+    # rewrites the same table and resumes with nothing to make, unless its params differ.
+    manifest = json.loads((repo / "study" / "micro" / "results" / "manifest.json").read_text())
+    assert manifest["experiments"] == dict(sorted(revs.items())) and sorted(manifest["made_by"]) == ["0", "1"]
+    assert set(manifest["made_by"]["0"]) == {"base", "sft_all", "grpo", "grpo_viter3"}
+    run(["git", "add", "study"], repo)
+    run(["git", "commit", "-qm", "the micro study"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    resumed = run([*STUDY, "run", "--seeds", "2", *arms], clone)
+    assert resumed.stdout.count("kept in study/micro/results") == 4, resumed.stdout
+    assert "0 experiments queued and run" in resumed.stdout
+    assert json.loads((clone / "study" / "micro" / "claims.json").read_text())["claims"] == claims["claims"]
+    monkeypatch.chdir(clone)
+    assert len(kept_experiments("micro", {})) == 4 and kept_experiments("micro", {"sft.lr": "1e-3"}) == {}
+    monkeypatch.chdir(tmp_path)
+
     # An experiment of another env under the study's name: the claims refuse to mix them.
     run(["dvc", "exp", "run", "--name", "micro-s2-sft_all", "-S", "env=virl_l", "generate"], repo)
     assert_one_line_error(
-        run([*STUDY, "claims", "--name", "micro"], repo, check=False), "mixes envs", "virl_l"
+        run([*STUDY, "claims", "--name", "micro"], repo, check=False),
+        "mixes envs",
+        "study/micro/results",
+        "virl_l",
     )
 
 
@@ -143,3 +176,35 @@ def test_per_prompt_curves_become_points_by_prompts_arrays():
     assert arrays["ood_rule"].shape == (2, 3) and arrays["ood_rule"][1].tolist() == [0.25, 0.5, 1.0]
     assert arrays["units"].tolist() == ["u0", "u0", "u1"]
     assert curve_arrays(pd.DataFrame(columns=["step", "flops", "set", "id", "unit", "success"])) == {}
+
+
+def test_kept_results_round_trip_and_yield_to_new_experiments_with_other_params(tmp_path, capsys):
+    def files(seed: int, lr: float, made_by: str, model: str = "sft_all") -> StudyFiles:
+        params = {"env": "gp_l", "seed": seed, "subset": "all", "sft": {"lr": lr, "steps": {"gp_l": 150}}}
+        study = StudyFiles("gp_l", {made_by: "ab" * 20}, {made_by: params})
+        study.files[seed] = {model: {"eval.json": '{"id": 1}\n'}, "score": {"score.json": "{}\n"}}
+        study.made_by[seed] = {model: made_by}
+        return study
+
+    kept = files(0, 1e-3, "gp_l-s0-sft_all")
+    write_results(tmp_path / "results", kept)
+    assert read_results(tmp_path / "results") == kept
+    # another seed with the same params joins the kept ones; other params replace them
+    joined = merge("gp_l", kept, files(1, 1e-3, "gp_l-s1-sft_all"))
+    assert sorted(joined.files) == [0, 1] and list(joined.experiments) == [
+        "gp_l-s0-sft_all",
+        "gp_l-s1-sft_all",
+    ]
+    assert merge("gp_l", kept, files(1, 3e-4, "gp_l-s1-sft_all")).experiments == {
+        "gp_l-s1-sft_all": "ab" * 20
+    }
+    assert "made with other params; replaced" in capsys.readouterr().err
+    # a base trained elsewhere (other kernels): the kept arms do not share the new ones' starting point
+    kept.files[0]["base"] = {"per_prompt.csv": "set,id,unit,mean_success\nid,a,a,0.5\n"}
+    other = files(0, 1e-3, "gp_l-s0-budget", "sft_all_budget")
+    other.files[0]["base"] = {"per_prompt.csv": "set,id,unit,mean_success\nid,a,a,0.25\n"}
+    assert list(merge("gp_l", kept, other).experiments) == ["gp_l-s0-budget"]
+    assert "starts from another base model" in capsys.readouterr().err
+    other.files[0]["base"] = dict(kept.files[0]["base"])
+    assert len(merge("gp_l", kept, other).experiments) == 2
+    assert study_params(kept.params["gp_l-s0-sft_all"]) == {"env": "gp_l", "sft": {"lr": 1e-3}}
