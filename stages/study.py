@@ -442,16 +442,17 @@ class StudyFiles:
     made_by: dict[int, dict[str, str]] = field(default_factory=dict)  # seed -> model -> experiment
 
 
-def read_experiments(name: str) -> StudyFiles | None:
-    """The study's files at each of its experiments on the current commit (None if there are none)."""
+def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | None:
+    """The study's files at each of its experiments on the current commit (None if there are none); their
+    env is checked against the kept results' (`kept_env`) before any file is read."""
     found = {m: rev for m, rev in experiments().items() if experiment_pattern(name).fullmatch(m)}
     if not found:
         return None
     systems = {experiment: DVCFileSystem(".", rev=rev) for experiment, rev in sorted(found.items())}
     params = {experiment: read_params(fs.read_text("params.yaml")) for experiment, fs in systems.items()}
-    study = StudyFiles(
-        one_env(name, {experiment: p["env"] for experiment, p in params.items()}), found, params
-    )
+    envs = {experiment: p["env"] for experiment, p in params.items()}
+    kept = {f"study/{name}/results": kept_env} if kept_env else {}
+    study = StudyFiles(one_env(name, kept | envs), found, params)
     for experiment, fs in systems.items():
         seed_text, arm = experiment_pattern(name).fullmatch(experiment).groups()
         seed = int(seed_text)
@@ -506,14 +507,18 @@ def one_env(name: str, envs: dict[str, str]) -> str:
 
 
 def study_params(params: dict) -> dict:
-    """An experiment's params without those its arm and seed set."""
-    config = OmegaConf.create(params)
-    for key in ARM_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(config, parent) if parent else config
-        if node is not None and leaf in node:
-            del node[leaf]
-    return OmegaConf.to_container(config)
+    """An experiment's params as they bear on its env: without those its arm and seed set, and each
+    per-env value ({gp_l: ..., virl_l: ...}) read for the env, so another env's defaults can change."""
+    env = params.get("env")
+
+    def walk(node, prefix: str = ""):
+        if isinstance(node, dict) and node and set(node) <= set(ENV_NAMES) and env in node:
+            return walk(node[env], prefix)
+        if not isinstance(node, dict):
+            return node
+        return {k: walk(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in ARM_KEYS}
+
+    return walk(params)
 
 
 def read_results(folder: Path) -> StudyFiles | None:
@@ -676,7 +681,8 @@ def paired(results: SeedResults, name: str) -> tuple[dict[str, dict[str, np.ndar
 
 def write_claims(name: str, metric: str) -> None:
     out = OUTPUT / name
-    study = merge(name, read_results(out / "results"), read_experiments(name))
+    kept = read_results(out / "results")
+    study = merge(name, kept, read_experiments(name, kept and kept.env))
     write_results(out / "results", study)
     seeds = seed_results(study, name, metric)
     params = load_params()

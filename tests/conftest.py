@@ -111,3 +111,17 @@ def require(module: str, flag: str, name: str, install: str) -> None:
 def copy_repo(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination, symlinks=True)
     return destination
+
+
+# The modules that take minutes, longest first (pytest --durations in CI): collected first, so that under
+# `--dist loadfile` the two workers start on them and finish on the short ones, instead of one worker
+# running test_study.py alone at the end.
+LONG_MODULES = ("test_study", "test_pipeline", "test_recipe", "test_benchmark", "test_vl", "test_resume")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = Path(str(item.fspath)).stem
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module stays

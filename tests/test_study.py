@@ -208,3 +208,6 @@ def test_kept_results_round_trip_and_yield_to_new_experiments_with_other_params(
     other.files[0]["base"] = dict(kept.files[0]["base"])
     assert len(merge("gp_l", kept, other).experiments) == 2
     assert study_params(kept.params["gp_l-s0-sft_all"]) == {"env": "gp_l", "sft": {"lr": 1e-3}}
+    # a per-env param is read for the study's env: another env's value may change
+    per_env = {"env": "virl_l", "seed": 0, "base": {"steps": {"gp_l": 600, "virl_l": 150}, "lr": 0.003}}
+    assert study_params(per_env) == {"env": "virl_l", "base": {"steps": 150, "lr": 0.003}}
