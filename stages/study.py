@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from dvc.api import DVCFileSystem
 from omegaconf import OmegaConf
 
@@ -405,9 +404,7 @@ def arm_params(arm: str, overrides: dict[str, str]) -> dict:
     made = dict(ARMS[arm])
     if arm != "budget":
         return made
-    config = load_params()
-    for key, value in overrides.items():
-        OmegaConf.update(config, key, yaml.safe_load(value), force_add=True)
+    config = study_config(overrides)
     multiple = integer(config, "study.budget_multiple", minimum=2)
     for stage in ("sft", "grpo"):
         key = per_env(config, f"{stage}.steps", get(config, "env"))
@@ -445,7 +442,8 @@ class StudyFiles:
 def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | None:
     """The study's files at each of its experiments on the current commit (None if there are none); their
     env is checked against the kept results' (`kept_env`) before any file is read."""
-    found = {m: rev for m, rev in experiments().items() if experiment_pattern(name).fullmatch(m)}
+    pattern = experiment_pattern(name)
+    found = {m: rev for m, rev in experiments().items() if pattern.fullmatch(m)}
     if not found:
         return None
     systems = {experiment: DVCFileSystem(".", rev=rev) for experiment, rev in sorted(found.items())}
@@ -454,7 +452,7 @@ def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | Non
     kept = {f"study/{name}/results": kept_env} if kept_env else {}
     study = StudyFiles(one_env(name, kept | envs), found, params)
     for experiment, fs in systems.items():
-        seed_text, arm = experiment_pattern(name).fullmatch(experiment).groups()
+        seed_text, arm = pattern.fullmatch(experiment).groups()
         seed = int(seed_text)
         files, made_by = study.files.setdefault(seed, {}), study.made_by.setdefault(seed, {})
         for model, stage in ARM_MODELS[arm].items():
@@ -480,15 +478,21 @@ def read_params(text: str) -> dict:
     return OmegaConf.to_container(OmegaConf.create(text))
 
 
+def study_config(overrides: dict[str, str]):
+    """params.yaml with the study's --set values, each read as YAML the way load_params reads the file."""
+    config = load_params()
+    for key, value in overrides.items():
+        OmegaConf.update(config, key, read_params(f"value: {value}")["value"], force_add=True)
+    return config
+
+
 def kept_experiments(name: str, overrides: dict[str, str]) -> dict[str, str]:
     """{experiment: commit} of those kept in study/<name>/results that this run would make with the same
     params; none where the model comes from model.path, whose weights the params do not pin."""
     kept = read_results(OUTPUT / name / "results")
     if kept is None:
         return {}
-    config = load_params()
-    for key, value in overrides.items():
-        OmegaConf.update(config, key, read_params(f"value: {value}")["value"], force_add=True)
+    config = study_config(overrides)
     if get(config, "model.path") is not None:
         return {}
     ours = study_params(OmegaConf.to_container(config))
@@ -540,7 +544,8 @@ def read_results(folder: Path) -> StudyFiles | None:
 
 def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyFiles:
     """The experiments made on this commit, over those kept in study/<name>/results: a model made by both
-    comes from the new experiment. Kept results made with other params than the new ones are dropped."""
+    comes from the new experiment. Kept results made with other params than the new ones are dropped. (Their
+    envs were checked by read_experiments.)"""
     if kept is None or made is None:
         if kept is None and made is None:
             raise SystemExit(
@@ -548,7 +553,6 @@ def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyF
                 f"study/{name}/results; run `python -m stages.study run` (or pass the study's --name)"
             )
         return kept or made
-    one_env(name, {f"study/{name}/results": kept.env} | {e: p["env"] for e, p in made.params.items()})
     ours = study_params(next(iter(made.params.values())))
     if any(study_params(p) != ours for p in kept.params.values()):
         print(f"study {name}: study/{name}/results was made with other params; replaced", file=sys.stderr)
