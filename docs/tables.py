@@ -203,6 +203,17 @@ def study_summary(study: dict) -> str:
     return "\n".join(lines)
 
 
+def made_on(study: dict) -> str:
+    """The devices and versions the study's experiments ran on (tables written before this was recorded give
+    the writing machine's, which was then the experiments')."""
+    setups = study["provenance"].get("experiments")
+    if not setups:
+        return setup(study["provenance"])
+    if len(setups) == 1:
+        return setup(setups[0])
+    return "; ".join(f"{setup(made)} ({made['evaluations']} evaluations)" for made in setups)
+
+
 def study_time(name: str) -> str:
     run = timed(REPRODUCIBILITY / f"study_{name}_time.txt")
     if run is None:
@@ -219,7 +230,7 @@ def study_section(study: dict) -> str:
         [
             f"### {name}",
             f"`study/{name}/claims.md`: env {study['env']}, seeds {seeds}, {len(study['experiments'])} "
-            f"experiments, commit {study['provenance']['commit'][:7]}; {setup(study['provenance'])}. "
+            f"experiments, table written at commit {study['provenance']['commit'][:7]}; {made_on(study)}. "
             f"Time: {study_time(name)}.",
             study_summary(study),
             table,

@@ -683,6 +683,20 @@ def paired(results: SeedResults, name: str) -> tuple[dict[str, dict[str, np.ndar
     return prompts, units
 
 
+def experiments_setup(study: StudyFiles) -> list[dict]:
+    """Each distinct device and set of versions the study's evaluations ran on, with how many of its models'
+    eval files each made (a study resumed on another machine has more than one)."""
+    setups: dict[str, dict] = {}
+    for models in study.files.values():
+        for files in models.values():
+            if "eval.json" in files:
+                made = json.loads(files["eval.json"])["provenance"]
+                setup = {"device": made["device"], "versions": made["versions"]}
+                key = json.dumps(setup, sort_keys=True)
+                setups.setdefault(key, setup | {"evaluations": 0})["evaluations"] += 1
+    return list(setups.values())
+
+
 def write_claims(name: str, metric: str) -> None:
     out = OUTPUT / name
     kept = read_results(out / "results")
@@ -702,7 +716,9 @@ def write_claims(name: str, metric: str) -> None:
     )
     summary = {"study": name, "env": study.env, "metric": metric, "experiments": names}
     summary |= {"seeds": [s.seed for s in seeds], "settings": settings.__dict__, "claims": rows}
-    write_json(out / "claims.json", summary | {"provenance": provenance(get(params, "data_seed"))})
+    # the machine writing the table need not be the experiments'
+    made = provenance(get(params, "data_seed")) | {"experiments": experiments_setup(study)}
+    write_json(out / "claims.json", summary | {"provenance": made})
     (out / "claims.md").write_text(markdown(rows, header, settings))
     print((out / "claims.md").read_text())
 

@@ -18,6 +18,7 @@ from stages.study import (
     StudyFiles,
     arm_params,
     curve_arrays,
+    experiments_setup,
     kept_experiments,
     merge,
     parse_arms,
@@ -211,3 +212,17 @@ def test_kept_results_round_trip_and_yield_to_new_experiments_with_other_params(
     # a per-env param is read for the study's env: another env's value may change
     per_env = {"env": "virl_l", "seed": 0, "base": {"steps": {"gp_l": 600, "virl_l": 150}, "lr": 0.003}}
     assert study_params(per_env) == {"env": "virl_l", "base": {"steps": 150, "lr": 0.003}}
+
+
+def test_the_table_names_every_machine_its_evaluations_ran_on():
+    def evaluation(cpu: str) -> dict:
+        made = {"device": {"cpu": cpu, "cpu_capability": "AVX2"}, "versions": {"torch": "2.13.0+cpu"}}
+        return {"eval.json": json.dumps({"id": {}, "provenance": made | {"commit": "ab" * 20}})}
+
+    study = StudyFiles("gp_l", {}, {})
+    study.files[0] = {"base": evaluation("AMD EPYC"), "sft": evaluation("AMD EPYC"), "score": {}}
+    study.files[1] = {"base": evaluation("Intel Xeon")}
+    setups = experiments_setup(study)
+    found = [(made["device"]["cpu"], made["evaluations"]) for made in setups]
+    assert found == [("AMD EPYC", 2), ("Intel Xeon", 1)]
+    assert setups[0]["versions"] == {"torch": "2.13.0+cpu"}
