@@ -281,6 +281,28 @@ def test_corpus_relative_fraction(frac, space):
     assert {json.loads(r["task"])["action_space"] for r in rows} == {space}
 
 
+@pytest.mark.parametrize("style", ["compact", "json"])
+def test_reading_steps_of_the_vl_corpus_leave_only_the_image_to_answer_from(style):
+    def corpus(frac: float, visual: bool = True) -> list[dict]:
+        cfg = {"prompt_style": style, "corpus_reading_frac": frac}
+        return list(virl.generate({"corpus": 30, "train": 3}, cfg, 1, visual=visual)["corpus"])
+
+    plain, some, text = corpus(0.0), corpus(0.5), corpus(0.5, visual=False)
+    reading = [row for row in some if "Route" not in row["prompt"]]
+    assert 0.3 < len(reading) / len(some) < 0.7
+    assert text == corpus(0.0, visual=False)  # text envs have no image to read
+    for row, before in zip(some, plain, strict=True):
+        views = json.loads(row["task"])["observation"]["views"]
+        if row in reading:
+            assert "History" not in row["prompt"] and "istory" not in row["prompt"]
+            assert "Action" not in row["answer"] and "action" not in row["answer"]
+            # the answer names every landmark in view, which only the image shows
+            assert all(name in row["answer"] for name in views.values() if name)
+            assert row["image"] == before["image"] and row["id"] == before["id"]
+        else:
+            assert row == before  # the other steps are the records without reading steps
+
+
 def test_visual_ood_uses_the_other_style(datasets):
     records = datasets[("compact", True)]
     assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_shift"}
@@ -414,6 +436,7 @@ def test_styles_and_landmarks_look_different():
         ("prompt_style", "yaml"),
         ("ood_visual", "night"),
         ("corpus_relative_frac", 1.5),
+        ("corpus_reading_frac", -0.1),
         ("image_width", 8),
         ("image_height", True),
         ("colour", 1),

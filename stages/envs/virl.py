@@ -62,6 +62,7 @@ DEFAULTS = {
     "history": 1,  # previous steps (observation, action) shown in the prompt
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
+    "corpus_reading_frac": 0.0,  # VL: share of corpus steps that only read the image (no route, no history)
     "ood_visual": "shift",  # eval_ood_visual city: shift | palette | landmarks (stages/envs/city_images.py)
     "image_width": 256,
     "image_height": 64,
@@ -328,8 +329,12 @@ def _action_space_text(space: str) -> str:
 # --- prompts ----------------------------------------------------------------------------------
 
 
-def build_record(route: Route, steps: list[Step], index: int, space: str, cfg: Mapping, visual: bool) -> dict:
-    """The prompt, oracle answer and verification data of one step of a route."""
+def build_record(
+    route: Route, steps: list[Step], index: int, space: str, cfg: Mapping, visual: bool, reading: bool = False
+) -> dict:
+    """The prompt, oracle answer and verification data of one step of a route. `reading` (VL corpus only):
+    the prompt gives neither route nor history and the answer is the observation alone, so the image is the
+    only way to it (the history's observation otherwise tells most of the current one)."""
     step = steps[index]
     seen = observe(route.city, step.state)
     instructions = route_instructions(route)
@@ -356,6 +361,9 @@ def build_record(route: Route, steps: list[Step], index: int, space: str, cfg: M
         answer = compact_action(action)
         if visual:  # the VL answer first reads the image, as GP-VL first lists the cards
             answer = f"Observation : {compact_observation(seen, heading=False)} . Action : {answer}"
+        if reading:
+            prompt = f"Observation : {now} ."
+            answer = f"Observation : {compact_observation(seen, heading=False)} ."
     else:
         history = (
             "\n".join(f"- observation: {sentence_observation(o)} action: {a}" for o, a in past) or "none"
@@ -382,6 +390,9 @@ def build_record(route: Route, steps: list[Step], index: int, space: str, cfg: M
                 "action": action,
             }
         )
+        if reading:
+            prompt = f'Current observation: {now}\nAnswer in JSON: {{"current observation": ...}}'
+            answer = json.dumps({"current observation": sentence_observation(seen)})
     task = {
         "env": "virl",
         "action_space": space,
@@ -432,9 +443,10 @@ def validate(cfg: Mapping) -> dict:
             raise ParamError(
                 f"generate.virl.{key}={cfg[key]!r} is not allowed; use one of: {', '.join(allowed)}"
             )
-    frac = cfg["corpus_relative_frac"]
-    if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac <= 1:
-        raise ParamError(f"generate.virl.corpus_relative_frac={frac!r} must be a number in [0, 1]")
+    for key in ("corpus_relative_frac", "corpus_reading_frac"):
+        frac = cfg[key]
+        if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac <= 1:
+            raise ParamError(f"generate.virl.{key}={frac!r} must be a number in [0, 1]")
     return cfg
 
 
@@ -499,7 +511,13 @@ def iter_records(
                 route_space = "relative" if rng.random() < cfg["corpus_relative_frac"] else "absolute"
             steps = expert_steps(route)
             for i in range(len(steps)):
-                record = build_record(route, steps, i, route_space, cfg, visual)
+                # its own draw per step, so the share leaves every other record as it was
+                reading = (
+                    visual
+                    and split == "corpus"
+                    and random.Random(f"{seed}-virl-reading-{r}-{i}").random() < cfg["corpus_reading_frac"]
+                )
+                record = build_record(route, steps, i, route_space, cfg, visual, reading)
                 route_id = f"{split}-r{r:05d}"
                 record["task"] = json.dumps({**record["task"], "route": route_id}, sort_keys=True)
                 yield {"id": f"{route_id}-s{i:02d}", **record}
