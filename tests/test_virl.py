@@ -307,7 +307,7 @@ def test_visual_ood_uses_the_other_style(datasets):
     records = datasets[("compact", True)]
     assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_shift"}
     assert {json.loads(r["task"])["style"] for r in records["train"]} == {"id"}
-    for option, style in (("palette", "ood_palette"), ("landmarks", "ood")):
+    for option, style in (("scene", "ood_scene"), ("palette", "ood_palette"), ("landmarks", "ood")):
         rows = virl.generate({"eval_ood_visual": 2}, {"ood_visual": option}, 1, visual=True)
         assert {json.loads(r["task"])["style"] for r in rows["eval_ood_visual"]} == {style}
 
@@ -340,6 +340,11 @@ def test_the_shift_keeps_each_icon_and_changes_the_scene():
     names = STYLES["id"].landmarks
     shifted_icons = {render_views((n, None, None, None), roads, "ood_shift").tobytes() for n in names}
     assert len(shifted_icons) == len(names)
+    # scene: the icon where and as large as in training, only the scene around it changed
+    scene = render_views(("Bank", None, None, None), roads, "ood_scene")
+    centre = (32, round(0.45 * 64))
+    assert scene.getpixel(centre) == day.getpixel(centre) == bank_red
+    assert scene.getpixel((5, 2)) == shifted.getpixel((5, 2)) != day.getpixel((5, 2))
 
 
 def test_default_compact_prompts_are_short(datasets):

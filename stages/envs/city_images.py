@@ -8,6 +8,8 @@ ID / OOD-rule evaluations. The visual-OOD options (generate.virl.ood_visual):
   scene: dusk sky, ground, roads and buildings, smaller icons standing lower with a thick light
   outline. A model that reads the icons can still name every landmark, so its recognition measures
   reading under a visual shift.
+- "ood_scene": the ID landmarks with their ID icons at their ID size and place, in the dusk scene: only
+  the background changes, the mildest of the shifts.
 - "ood_palette": the ID landmarks and shapes with the dusk palette, icon colours included: the shape
   still names a landmark's group of three, the colour no longer tells which of them.
 - "ood": other landmarks with other shapes and the dusk palette. The model never saw these names, so
@@ -92,6 +94,7 @@ ID_SHAPES = ("circle", "square", "triangle", "diamond")
 STYLES = {
     "id": Style(ID_LANDMARKS, ID_SHAPES, DAY, DAY_LAYOUT),
     "ood_shift": Style(ID_LANDMARKS, ID_SHAPES, DUSK_SCENE, SHIFTED_LAYOUT),
+    "ood_scene": Style(ID_LANDMARKS, ID_SHAPES, DUSK_SCENE, DAY_LAYOUT),
     "ood_palette": Style(ID_LANDMARKS, ID_SHAPES, DUSK, DAY_LAYOUT),
     "ood": Style(OOD_LANDMARKS, ("star", "cross", "hexagon", "ring"), DUSK, DAY_LAYOUT),
 }

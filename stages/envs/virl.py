@@ -63,14 +63,15 @@ DEFAULTS = {
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
     "corpus_reading_frac": 0.0,  # VL: share of corpus steps that only read the image (no route, no history)
-    "ood_visual": "shift",  # eval_ood_visual city: shift | palette | landmarks (stages/envs/city_images.py)
+    "ood_visual": "shift",  # eval_ood_visual city: shift | scene | palette | landmarks (city_images.py)
     "image_width": 256,
     "image_height": 64,
 }
 PROMPT_STYLES = ("compact", "json")
-# The eval_ood_visual city style per option: the ID landmarks in another scene and layout (shift), with
-# other icon colours too (palette), or landmarks the model never saw named (landmarks).
-OOD_VISUAL = {"shift": "ood_shift", "palette": "ood_palette", "landmarks": "ood"}
+# The eval_ood_visual city style per option: the ID landmarks in another scene and layout (shift), in
+# another scene only (scene), with other icon colours too (palette), or landmarks the model never saw
+# named (landmarks).
+OOD_VISUAL = {"shift": "ood_shift", "scene": "ood_scene", "palette": "ood_palette", "landmarks": "ood"}
 MAX_RESPONSE_CHARS = 2000
 # A route's instruction text hashes into one of 5 buckets; eval splits draw only from bucket 0 and
 # train / corpus never do, so no eval route's instructions (hence no eval prompt) appear in training.
