@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -226,3 +227,19 @@ def test_the_table_names_every_machine_its_evaluations_ran_on():
     found = [(made["device"]["cpu"], made["evaluations"]) for made in setups]
     assert found == [("AMD EPYC", 2), ("Intel Xeon", 1)]
     assert setups[0]["versions"] == {"torch": "2.13.0+cpu"}
+
+
+def test_the_committed_studies_are_kept_by_the_current_params(monkeypatch):
+    """A param added or changed for one env must not silently drop another env's committed study: resuming
+    keeps every kept experiment whose params, less the arms' and seeds', equal params.yaml's."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    for manifest in sorted(root.glob("study/*/results/manifest.json")):
+        env = json.loads(manifest.read_text())["env"]
+        name = manifest.parent.parent.name
+        made = json.loads(manifest.read_text())["experiments"]
+        kept = kept_experiments(name, {"env": env})
+        assert sorted(kept) == sorted(made), (
+            f"params.yaml no longer makes study/{name}'s experiments ({len(kept)} of {len(made)} kept): "
+            "rerun the study, or leave a new param's no-op default out of params.yaml"
+        )
