@@ -235,10 +235,9 @@ def test_the_committed_studies_are_kept_by_the_current_params(monkeypatch):
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(root)
     for manifest in sorted(root.glob("study/*/results/manifest.json")):
-        env = json.loads(manifest.read_text())["env"]
-        name = manifest.parent.parent.name
-        made = json.loads(manifest.read_text())["experiments"]
-        kept = kept_experiments(name, {"env": env})
+        kept_files = json.loads(manifest.read_text())
+        name, made = manifest.parent.parent.name, kept_files["experiments"]
+        kept = kept_experiments(name, {"env": kept_files["env"]})
         assert sorted(kept) == sorted(made), (
             f"params.yaml no longer makes study/{name}'s experiments ({len(kept)} of {len(made)} kept): "
             "rerun the study, or leave a new param's no-op default out of params.yaml"

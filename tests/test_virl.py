@@ -294,7 +294,7 @@ def test_reading_steps_of_the_vl_corpus_leave_only_the_image_to_answer_from(styl
     for row, before in zip(some, plain, strict=True):
         views = json.loads(row["task"])["observation"]["views"]
         if row in reading:
-            assert "History" not in row["prompt"] and "istory" not in row["prompt"]
+            assert "istory" not in row["prompt"]  # History (compact) or history (json)
             assert "Action" not in row["answer"] and "action" not in row["answer"]
             # the answer names every landmark in view, which only the image shows
             assert all(name in row["answer"] for name in views.values() if name)
