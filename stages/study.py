@@ -451,7 +451,8 @@ def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | Non
     envs = {experiment: p["env"] for experiment, p in params.items()}
     kept = {f"study/{name}/results": kept_env} if kept_env else {}
     study = StudyFiles(one_env(name, kept | envs), found, params)
-    for experiment, fs in systems.items():
+    # a seed's sft_easy_medium experiment first: base, GRPO and score come from it (see merge)
+    for experiment, fs in sorted(systems.items(), key=lambda item: not item[0].endswith("-sft_easy_medium")):
         seed_text, arm = pattern.fullmatch(experiment).groups()
         seed = int(seed_text)
         files, made_by = study.files.setdefault(seed, {}), study.made_by.setdefault(seed, {})
@@ -542,10 +543,15 @@ def read_results(folder: Path) -> StudyFiles | None:
     return study
 
 
+# The models whose timings the wall-time claim compares with sft_easy_medium's (stages/claims.py)
+TIMED_WITH_SFT_EASY_MEDIUM = ("score", "grpo")
+
+
 def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyFiles:
     """The experiments made on this commit, over those kept in study/<name>/results: a model made by both
-    comes from the new experiment. Kept results made with other params than the new ones are dropped. (Their
-    envs were checked by read_experiments.)"""
+    comes from the new experiment, except a seed's score and GRPO, which come with its sft_easy_medium. Kept
+    results made with other params than the new ones are dropped. (Their envs were checked by
+    read_experiments.)"""
     if kept is None or made is None:
         if kept is None and made is None:
             raise SystemExit(
@@ -572,6 +578,14 @@ def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyF
     for seed in sorted(set(kept.files) | set(made.files)):
         merged.files[seed] = kept.files.get(seed, {}) | made.files.get(seed, {})
         merged.made_by[seed] = kept.made_by.get(seed, {}) | made.made_by.get(seed, {})
+        # The wall-time row sets score and GRPO against sft_easy_medium: all three from one source, so a
+        # seed's ratio is one machine's (a budget run elsewhere must not bring its score to kept arms)
+        timed = made if "sft_easy_medium" in made.files.get(seed, {}) else kept
+        for model in TIMED_WITH_SFT_EASY_MEDIUM:
+            if model in timed.files.get(seed, {}):
+                merged.files[seed][model] = timed.files[seed][model]
+                if model in timed.made_by[seed]:
+                    merged.made_by[seed][model] = timed.made_by[seed][model]
     used = {experiment for models in merged.made_by.values() for experiment in models.values()}
     merged.experiments = {e: rev for e, rev in sorted(merged.experiments.items()) if e in used}
     merged.params = {e: p for e, p in merged.params.items() if e in used}

@@ -215,6 +215,32 @@ def test_kept_results_round_trip_and_yield_to_new_experiments_with_other_params(
     assert study_params(per_env) == {"env": "virl_l", "base": {"steps": 150, "lr": 0.003}}
 
 
+def test_a_seeds_score_and_grpo_come_with_its_sft_easy_medium_whichever_experiment_is_new():
+    # the wall-time row divides GRPO's time by score's plus sft_easy_medium's: one machine's, never a mix
+    def files(experiment: str, models: list[str], machine: str) -> StudyFiles:
+        params = {"env": "gp_l", "seed": 0, "subset": "all"}
+        study = StudyFiles("gp_l", {experiment: "ab" * 20}, {experiment: params})
+        study.files[0] = {m: {"training.json": machine, "per_prompt.csv": "same base"} for m in models}
+        study.files[0]["score"] = {"score.json": machine}
+        study.made_by[0] = {model: experiment for model in models}
+        return study
+
+    kept = files("gp_l-s0-sft_easy_medium", ["base", "grpo", "sft_easy_medium"], "A")
+    budget = files("gp_l-s0-budget", ["base", "grpo", "sft_all_budget"], "B")
+    merged = merge("gp_l", kept, budget)
+    assert {m: f.get("training.json", f.get("score.json")) for m, f in merged.files[0].items()} == {
+        "base": "B",
+        "grpo": "A",
+        "sft_easy_medium": "A",
+        "score": "A",
+        "sft_all_budget": "B",
+    }
+    assert merged.made_by[0]["grpo"] == "gp_l-s0-sft_easy_medium"
+    # a new sft_easy_medium brings its own score and GRPO over the kept ones
+    remade = merge("gp_l", budget, kept)
+    assert remade.files[0]["score"] == {"score.json": "A"} and remade.files[0]["grpo"]["training.json"] == "A"
+
+
 def test_the_table_names_every_machine_its_evaluations_ran_on():
     def evaluation(cpu: str) -> dict:
         made = {"device": {"cpu": cpu, "cpu_capability": "AVX2"}, "versions": {"torch": "2.13.0+cpu"}}
