@@ -47,7 +47,7 @@ from omegaconf import OmegaConf
 
 from stages.claims import BENCHMARKS, SUBSETS, SeedResults, Settings, claims_table, markdown
 from stages.cluster import INSTALL, RayEngine, git
-from stages.envs import ENV_NAMES
+from stages.envs import ENV_NAMES, get_env
 from stages.params import ParamError, get, integer, load_params, per_env
 from stages.provenance import provenance
 from stages.storage import atomic_dir, write_json
@@ -511,19 +511,35 @@ def one_env(name: str, envs: dict[str, str]) -> str:
     return next(iter(envs.values()))
 
 
+# The model params only a VL env's embedded model reads (its vision tower)
+VISION_KEYS = ("model.vision_hidden_size", "model.vision_layers", "model.vision_lr_scale")
+
+
 def study_params(params: dict) -> dict:
-    """An experiment's params as they bear on its env: without those its arm and seed set, and each
-    per-env value ({gp_l: ..., virl_l: ...}) read for the env, so another env's defaults can change."""
-    env = params.get("env")
+    """An experiment's params as they bear on its env, so that a change elsewhere keeps its results:
+    without those its arm and seed set; each per-env value ({gp_l: ..., virl_l: ...}) read for the env;
+    of the generate sections only the env's own, with the code's defaults filled in (a new key at its
+    default changes nothing); for a text env, without the keys only images and a vision tower read."""
+    env = get_env(params.get("env"))
 
     def walk(node, prefix: str = ""):
-        if isinstance(node, dict) and node and set(node) <= set(ENV_NAMES) and env in node:
-            return walk(node[env], prefix)
+        if isinstance(node, dict) and node and set(node) <= set(ENV_NAMES) and env.name in node:
+            return walk(node[env.name], prefix)
         if not isinstance(node, dict):
             return node
         return {k: walk(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in ARM_KEYS}
 
-    return walk(params)
+    bearing = walk(params)
+    section = env.params_key.removeprefix("generate.")
+    bearing["generate"] = {section: {**env.defaults, **bearing.get("generate", {}).get(section, {})}}
+    if not env.visual:
+        for key in (*VISION_KEYS, *(f"{env.params_key}.{k}" for k in env.image_keys)):
+            *parents, last = key.split(".")
+            node = bearing
+            for parent in parents:
+                node = node.get(parent, {})
+            node.pop(last, None)
+    return bearing
 
 
 def read_results(folder: Path) -> StudyFiles | None:

@@ -12,6 +12,8 @@ import yaml
 from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
 
+from stages.envs.general_points import DEFAULTS as GP_DEFAULTS
+from stages.envs.virl import DEFAULTS as VIRL_DEFAULTS
 from stages.params import ParamError
 from stages.study import (
     ARMS,
@@ -209,10 +211,38 @@ def test_kept_results_round_trip_and_yield_to_new_experiments_with_other_params(
     assert "starts from another base model" in capsys.readouterr().err
     other.files[0]["base"] = dict(kept.files[0]["base"])
     assert len(merge("gp_l", kept, other).experiments) == 2
-    assert study_params(kept.params["gp_l-s0-sft_all"]) == {"env": "gp_l", "sft": {"lr": 1e-3}}
+    assert study_params(kept.params["gp_l-s0-sft_all"]) == {
+        "env": "gp_l",
+        "sft": {"lr": 1e-3},
+        "generate": {"gp": {k: v for k, v in GP_DEFAULTS.items() if not k.startswith("image_")}},
+    }
+
+
+def test_a_study_compares_only_the_params_that_bear_on_its_env():
     # a per-env param is read for the study's env: another env's value may change
     per_env = {"env": "virl_l", "seed": 0, "base": {"steps": {"gp_l": 600, "virl_l": 150}, "lr": 0.003}}
-    assert study_params(per_env) == {"env": "virl_l", "base": {"steps": 150, "lr": 0.003}}
+    assert study_params(per_env)["base"] == {"steps": 150, "lr": 0.003}
+    # a key written at its code default is no change; the other env's section and, for a text env, what
+    # only images and a vision tower read, may change
+    virl = {"sizes": {"train": 300, "eval_ood_visual": 40}, "history": 1}
+    text = {"env": "virl_l", "generate": {"virl": virl, "gp": {"target": 24}}, "model": {"layers": 4}}
+    changed = {
+        "env": "virl_l",
+        "generate": {"virl": virl | {"corpus_reading_frac": 0.0, "ood_visual": "scene", "image_width": 9}},
+        "model": {"layers": 4, "vision_layers": 2},
+    }
+    changed["generate"]["virl"]["sizes"] = {"train": 300, "eval_ood_visual": 10}
+    assert study_params(changed) == study_params(text)
+    bearing = study_params(text)["generate"]["virl"]
+    assert bearing["grid_size"] == VIRL_DEFAULTS["grid_size"] and "corpus_reading_frac" not in bearing
+    at_default = {"generate": {"virl": virl | {"grid_size": VIRL_DEFAULTS["grid_size"]}}}
+    assert study_params(text | at_default) == study_params(text)
+    for key, value in (("history", 2), ("sizes", {"train": 200, "eval_ood_visual": 40})):
+        assert study_params(text | {"generate": {"virl": virl | {key: value}}}) != study_params(text)
+    # a VL env reads them all
+    vl = {**text, "env": "virl_vl"}
+    assert study_params({**changed, "env": "virl_vl"}) != study_params(vl)
+    assert study_params(vl | {"model": {"layers": 4, "vision_layers": 2}}) != study_params(vl)
 
 
 def test_a_seeds_score_and_grpo_come_with_its_sft_easy_medium_whichever_experiment_is_new():
@@ -266,5 +296,5 @@ def test_the_committed_studies_are_kept_by_the_current_params(monkeypatch):
         kept = kept_experiments(name, {"env": kept_files["env"]})
         assert sorted(kept) == sorted(made), (
             f"params.yaml no longer makes study/{name}'s experiments ({len(kept)} of {len(made)} kept): "
-            "rerun the study, or leave a new param's no-op default out of params.yaml"
+            "rerun the study, or see which params study_params compares"
         )

@@ -36,6 +36,8 @@ class Env:
     params_key: str  # where its params live in params.yaml, e.g. generate.gp
     iter_records: Callable[[Mapping[str, int], Mapping, int], dict[str, Iterator[dict]]]
     verify: Callable[[dict, str], Verdict]
+    defaults: Mapping  # its params_key section as the code fills it in
+    image_keys: tuple[str, ...]  # keys of that section only a VL env's records read
 
     def generate(self, sizes: Mapping[str, int], cfg: Mapping, seed: int) -> dict[str, list[dict]]:
         return {split: list(records) for split, records in self.iter_records(sizes, cfg, seed).items()}
@@ -60,7 +62,8 @@ def get_env(name: str) -> Env:
         raise ParamError(f"env={name!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")
     module, key = (general_points, "generate.gp") if name.startswith("gp") else (virl, "generate.virl")
     visual = name.endswith("_vl")
-    return Env(name, visual, key, partial(module.iter_records, visual=visual), module.verify_record)
+    records = partial(module.iter_records, visual=visual)
+    return Env(name, visual, key, records, module.verify_record, module.DEFAULTS, module.IMAGE_KEYS)
 
 
 ENV_NAMES = ("gp_l", "gp_vl", "virl_l", "virl_vl")

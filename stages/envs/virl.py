@@ -67,6 +67,8 @@ DEFAULTS = {
     "image_width": 256,
     "image_height": 64,
 }
+# What only virl_vl's records read (sizes too: the visual-OOD split); virl_l ignores them.
+IMAGE_KEYS = ("sizes.eval_ood_visual", "corpus_reading_frac", "ood_visual", "image_width", "image_height")
 PROMPT_STYLES = ("compact", "json")
 # The eval_ood_visual city style per option: the ID landmarks in another scene and layout (shift), in
 # another scene only (scene), with other icon colours too (palette), or landmarks the model never saw

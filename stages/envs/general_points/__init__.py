@@ -20,6 +20,7 @@ For GP-VL the cards are in the image, not the prompt, and the answer starts with
 from stages.envs.general_points.generation import (
     DEFAULTS,
     FACES,
+    IMAGE_KEYS,
     RANKS,
     RULES,
     card_value,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULTS",
     "FACES",
     "ILLEGAL",
+    "IMAGE_KEYS",
     "MAX_CARDS",
     "MISRECOGNIZED",
     "RANKS",

@@ -29,6 +29,9 @@ DEFAULTS: dict = {
     "image_height": 56,
 }
 
+# What only gp_vl's records read (sizes too: the visual-OOD split); gp_l ignores them.
+IMAGE_KEYS = ("sizes.eval_ood_visual", "image_width", "image_height")
+
 RANKS = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
 FACES = ("J", "Q", "K")
 RULES = {"id": (10, 10, 10), "ood": (11, 12, 13)}  # values of J, Q, K; "random" draws them
