@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.envs import virl
-from stages.envs.city_images import STYLES, render_views
+from stages.envs.city_images import SCENE_MARGIN, STYLES, random_scene, render_views
 from stages.params import ParamError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,6 +304,46 @@ def test_reading_steps_of_the_vl_corpus_leave_only_the_image_to_answer_from(styl
             assert row == before  # the other steps are the records without reading steps
 
 
+def test_scene_variety_draws_training_cities_on_random_backgrounds_never_the_dusk_one():
+    def splits(variety: float, visual: bool = True) -> dict[str, list[dict]]:
+        sizes = {"train": 20, "eval_id": 3, "eval_ood_visual": 3, "corpus": 20}
+        return virl.generate(sizes, {"scene_variety": variety}, 1, visual=visual)
+
+    plain, varied = splits(0.0), splits(0.5)
+    assert splits(0.5, visual=False) == splits(0.0, visual=False)  # text envs have no image
+    for split in ("eval_id", "eval_ood_visual"):
+        assert varied[split] == plain[split]  # the eval scenes stay as they were
+    sky = (5, 2)
+    day_sky = STYLES["id"].palette.sky
+    for split in ("train", "corpus"):
+        skies = {row["id"]: row["image"].getpixel(sky) for row in varied[split]}
+        routes = {row_id.rsplit("-s", 1)[0] for row_id, colour in skies.items() if colour != day_sky}
+        assert 0.2 < len(routes) / len({row_id.rsplit("-s", 1)[0] for row_id in skies}) < 0.8
+        for row, before in zip(varied[split], plain[split], strict=True):
+            # only the image's background changes, and one city keeps its scene for all its steps
+            assert {k: v for k, v in row.items() if k != "image"} == {
+                k: v for k, v in before.items() if k != "image"
+            }
+            assert (row["image"] == before["image"]) == (skies[row["id"]] == day_sky)
+
+
+def test_a_random_scene_keeps_the_icons_and_stays_away_from_dusk_and_the_icon_colours():
+    roads = (True, False, True, False)
+    day = render_views(("Bank", None, None, None), roads, "id")
+    centre = (32, round(0.45 * 64))
+    for seed in range(50):
+        scene = random_scene(random.Random(seed))
+        assert scene == random_scene(random.Random(seed))
+        dusk = STYLES["ood_scene"].palette
+        for part in ("sky", "ground", "road", "building"):
+            colour = getattr(scene, part)
+            assert math.dist(colour, getattr(dusk, part)) >= SCENE_MARGIN
+            assert min(math.dist(colour, icon) for icon in STYLES["id"].palette.icons) >= SCENE_MARGIN
+        drawn = render_views(("Bank", None, None, None), roads, "id", scene=scene)
+        assert drawn.getpixel(centre) == day.getpixel(centre)  # the icon as in the day views
+        assert drawn.getpixel((5, 2)) == scene.sky
+
+
 def test_visual_ood_uses_the_other_style(datasets):
     records = datasets[("compact", True)]
     assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_shift"}
@@ -442,6 +483,7 @@ def test_styles_and_landmarks_look_different():
         ("ood_visual", "night"),
         ("corpus_relative_frac", 1.5),
         ("corpus_reading_frac", -0.1),
+        ("scene_variety", "half"),
         ("image_width", 8),
         ("image_height", True),
         ("colour", 1),

@@ -4,6 +4,10 @@ A style is a landmark set, a palette and a layout. Every landmark has its own ic
 colour), so the image alone tells which landmark stands on which side. "id" is used for training and the
 ID / OOD-rule evaluations. The visual-OOD options (generate.virl.ood_visual):
 
+Training cities may be drawn in random scenes too (generate.virl.scene_variety, `random_scene`): random
+background colours kept away from the dusk scene's, the day icons and edges, so that a model learns the
+icons apart from one background and the dusk scene stays unseen.
+
 - "ood_shift" (the default): the ID landmarks with their ID icons (shape and colour), drawn in another
   scene: dusk sky, ground, roads and buildings, smaller icons standing lower with a thick light
   outline. A model that reads the icons can still name every landmark, so its recognition measures
@@ -19,6 +23,7 @@ ID / OOD-rule evaluations. The visual-OOD options (generate.virl.ood_visual):
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,6 +84,26 @@ DUSK_SCENE = Palette(DUSK.sky, DUSK.ground, DUSK.road, DUSK.building, DUSK.edge,
 DAY_LAYOUT = Layout(icon_size=0.42, icon_height=0.45, outline=1)  # on the horizon
 SHIFTED_LAYOUT = Layout(icon_size=0.36, icon_height=0.6, outline=2)  # smaller, on the ground, thick rim
 
+# Training scenes (generate.virl.scene_variety): each background colour at least this far (RGB distance)
+# from the dusk scene's same part, so the visual-OOD scene stays unseen, and from every icon colour, so
+# the icons stand out.
+SCENE_MARGIN = 80.0
+
+
+def random_scene(rng: random.Random) -> Palette:
+    """A day-icon palette on a random background: sky, ground, road and building colours drawn uniformly,
+    each away from dusk's and from the icons' (SCENE_MARGIN); the dark edges stay, as in every day view."""
+
+    def colour(dusk: RGB) -> RGB:
+        while True:
+            drawn = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            if min(math.dist(drawn, avoid) for avoid in (dusk, *DAY.icons)) >= SCENE_MARGIN:
+                return drawn
+
+    sky, ground, road, building = (colour(part) for part in (DUSK.sky, DUSK.ground, DUSK.road, DUSK.building))
+    return Palette(sky, ground, road, building, DAY.edge, DAY.icons)
+
+
 ID_LANDMARKS = (
     "Bank", "Cafe", "School", "Hotel",
     "Library", "Bakery", "Museum", "Cinema",
@@ -106,13 +131,15 @@ def render_views(
     style: str,
     width: int = 256,
     height: int = 64,
+    scene: Palette | None = None,
 ) -> Image.Image:
     """Four panels (front, right, back, left): sky, ground, a road where a street leads that way,
-    a building where none does, and the landmark's icon if one stands on that side."""
+    a building where none does, and the landmark's icon if one stands on that side. `scene` replaces
+    the style's background colours (random_scene); the icons keep the style's."""
     if len(views) != 4 or len(roads) != 4:
         raise ValueError("views and roads need one entry per side: front, right, back, left")
     look = STYLES[style]
-    palette, layout = look.palette, look.layout
+    palette, layout = scene or look.palette, look.layout
     image = Image.new("RGB", (width, height), palette.sky)
     draw = ImageDraw.Draw(image)
     horizon = round(height * 0.45)

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from stages.envs import Verdict
-from stages.envs.city_images import STYLES, render_views
+from stages.envs.city_images import STYLES, Palette, random_scene, render_views
 from stages.params import ParamError, check_int
 
 HEADINGS = {
@@ -63,12 +63,20 @@ DEFAULTS = {
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
     "corpus_reading_frac": 0.0,  # VL: share of corpus steps that only read the image (no route, no history)
+    "scene_variety": 0.0,  # VL: share of train and corpus cities drawn in a random scene (never dusk's)
     "ood_visual": "shift",  # eval_ood_visual city: shift | scene | palette | landmarks (city_images.py)
     "image_width": 256,
     "image_height": 64,
 }
 # What only virl_vl's records read (sizes too: the visual-OOD split); virl_l ignores them.
-IMAGE_KEYS = ("sizes.eval_ood_visual", "corpus_reading_frac", "ood_visual", "image_width", "image_height")
+IMAGE_KEYS = (
+    "sizes.eval_ood_visual",
+    "corpus_reading_frac",
+    "scene_variety",
+    "ood_visual",
+    "image_width",
+    "image_height",
+)
 PROMPT_STYLES = ("compact", "json")
 # The eval_ood_visual city style per option: the ID landmarks in another scene and layout (shift), in
 # another scene only (scene), with other icon colours too (palette), or landmarks the model never saw
@@ -333,11 +341,19 @@ def _action_space_text(space: str) -> str:
 
 
 def build_record(
-    route: Route, steps: list[Step], index: int, space: str, cfg: Mapping, visual: bool, reading: bool = False
+    route: Route,
+    steps: list[Step],
+    index: int,
+    space: str,
+    cfg: Mapping,
+    visual: bool,
+    reading: bool = False,
+    scene: Palette | None = None,
 ) -> dict:
     """The prompt, oracle answer and verification data of one step of a route. `reading` (VL corpus only):
     the prompt gives neither route nor history and the answer is the observation alone, so the image is the
-    only way to it (the history's observation otherwise tells most of the current one)."""
+    only way to it (the history's observation otherwise tells most of the current one). `scene`: the
+    image's background colours, where not the city style's."""
     step = steps[index]
     seen = observe(route.city, step.state)
     instructions = route_instructions(route)
@@ -414,7 +430,7 @@ def build_record(
     record = {"prompt": prompt, "answer": answer, "task": task}
     if visual:
         record["image"] = render_views(
-            seen.views, seen.roads, route.city.style, cfg["image_width"], cfg["image_height"]
+            seen.views, seen.roads, route.city.style, cfg["image_width"], cfg["image_height"], scene
         )
     return record
 
@@ -446,7 +462,7 @@ def validate(cfg: Mapping) -> dict:
             raise ParamError(
                 f"generate.virl.{key}={cfg[key]!r} is not allowed; use one of: {', '.join(allowed)}"
             )
-    for key in ("corpus_relative_frac", "corpus_reading_frac"):
+    for key in ("corpus_relative_frac", "corpus_reading_frac", "scene_variety"):
         frac = cfg[key]
         if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac <= 1:
             raise ParamError(f"generate.virl.{key}={frac!r} must be a number in [0, 1]")
@@ -513,6 +529,11 @@ def iter_records(
             if space == "mixed":
                 route_space = "relative" if rng.random() < cfg["corpus_relative_frac"] else "absolute"
             steps = expert_steps(route)
+            # the city's own draw, so the share leaves every other record as it was
+            scene_rng = random.Random(f"{seed}-virl-scene-{split}-{r}")
+            scene = None
+            if visual and split in ("train", "corpus") and scene_rng.random() < cfg["scene_variety"]:
+                scene = random_scene(scene_rng)
             for i in range(len(steps)):
                 # its own draw per step, so the share leaves every other record as it was
                 reading = (
@@ -520,7 +541,7 @@ def iter_records(
                     and split == "corpus"
                     and random.Random(f"{seed}-virl-reading-{r}-{i}").random() < cfg["corpus_reading_frac"]
                 )
-                record = build_record(route, steps, i, route_space, cfg, visual, reading)
+                record = build_record(route, steps, i, route_space, cfg, visual, reading, scene)
                 route_id = f"{split}-r{r:05d}"
                 record["task"] = json.dumps({**record["task"], "route": route_id}, sort_keys=True)
                 yield {"id": f"{route_id}-s{i:02d}", **record}
