@@ -254,16 +254,25 @@ def verdicts() -> str:
 
 
 def budget() -> str:
-    """The compute-axis rows of the gp_l study (its budget arm), as the claims table prints them."""
-    path = STUDIES / "gp_l" / "claims.md"
-    if not path.exists():
-        return "The gp_l study is not committed yet."
-    lines = path.read_text().splitlines()
-    table = [line for line in lines if line.startswith("| finding") or line.startswith("|---")]
-    rows = [line for line in lines if line.startswith("| ") and "with compute" in line]
+    """The compute-axis rows (the budget arm) of each committed study that ran it, as its claims table
+    prints them, with the study's name in front."""
+    header, rule, rows = None, None, []
+    for study in studies():
+        lines = (STUDIES / study["study"] / "claims.md").read_text().splitlines()
+        header = header or next(line for line in lines if line.startswith("| finding"))
+        rule = rule or next(line for line in lines if line.startswith("|---"))
+        made = [
+            line
+            for line in lines
+            if line.startswith("| ") and "with compute" in line and "not run" not in line
+        ]
+        rows += [f"| {study['study']} {line}" for line in made]
     if not rows:
-        return "The gp_l study has no budget arm yet (`python -m stages.study run --arms sft_all,budget`)."
-    return "\n".join(table[:2] + rows)
+        return (
+            "No committed study has run the budget arm yet "
+            "(`python -m stages.study run --arms sft_all,budget`)."
+        )
+    return "\n".join([f"| study {header}", f"|---{rule}", *rows])
 
 
 # --- the files ------------------------------------------------------------------------------------
