@@ -596,12 +596,12 @@ def merge(name: str, kept: StudyFiles | None, made: StudyFiles | None) -> StudyF
         merged.made_by[seed] = kept.made_by.get(seed, {}) | made.made_by.get(seed, {})
         # The wall-time row sets score and GRPO against sft_easy_medium: all three from one source, so a
         # seed's ratio is one machine's (a budget run elsewhere must not bring its score to kept arms)
-        timed = made if "sft_easy_medium" in made.files.get(seed, {}) else kept
-        for model in TIMED_WITH_SFT_EASY_MEDIUM:
-            if model in timed.files.get(seed, {}):
-                merged.files[seed][model] = timed.files[seed][model]
-                if model in timed.made_by[seed]:
-                    merged.made_by[seed][model] = timed.made_by[seed][model]
+        if "sft_easy_medium" not in made.files.get(seed, {}):  # else the new experiment's already won
+            for model in TIMED_WITH_SFT_EASY_MEDIUM:
+                if model in kept.files.get(seed, {}):
+                    merged.files[seed][model] = kept.files[seed][model]
+                    if model in kept.made_by[seed]:
+                        merged.made_by[seed][model] = kept.made_by[seed][model]
     used = {experiment for models in merged.made_by.values() for experiment in models.values()}
     merged.experiments = {e: rev for e, rev in sorted(merged.experiments.items()) if e in used}
     merged.params = {e: p for e, p in merged.params.items() if e in used}

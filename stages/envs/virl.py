@@ -529,11 +529,12 @@ def iter_records(
             if space == "mixed":
                 route_space = "relative" if rng.random() < cfg["corpus_relative_frac"] else "absolute"
             steps = expert_steps(route)
-            # the city's own draw, so the share leaves every other record as it was
-            scene_rng = random.Random(f"{seed}-virl-scene-{split}-{r}")
             scene = None
-            if visual and split in ("train", "corpus") and scene_rng.random() < cfg["scene_variety"]:
-                scene = random_scene(scene_rng)
+            if visual and split in ("train", "corpus"):
+                # the city's own draw, so the share leaves every other record as it was
+                scene_rng = random.Random(f"{seed}-virl-scene-{split}-{r}")
+                if scene_rng.random() < cfg["scene_variety"]:
+                    scene = random_scene(scene_rng)
             for i in range(len(steps)):
                 # its own draw per step, so the share leaves every other record as it was
                 reading = (
