@@ -167,6 +167,8 @@ def test_splits_and_sizes_count_routes(datasets):
 
 def test_every_oracle_answer_verifies(datasets):
     for record in all_records(datasets):
+        if "Route" not in record["prompt"]:
+            continue  # a VL corpus reading step (corpus_reading_frac): no action to verify
         verdict = virl.verify_record(record, record["answer"])
         assert verdict.success and verdict.reward == 1.0 and verdict.feedback == "", record["id"]
         stated = "Observation :" in record["answer"] or record["answer"].startswith("{")
@@ -346,9 +348,14 @@ def test_a_random_scene_keeps_the_icons_and_stays_away_from_dusk_and_the_icon_co
 
 def test_visual_ood_uses_the_other_style(datasets):
     records = datasets[("compact", True)]
-    assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_shift"}
+    assert {json.loads(r["task"])["style"] for r in records["eval_ood_visual"]} == {"ood_icons"}
     assert {json.loads(r["task"])["style"] for r in records["train"]} == {"id"}
-    for option, style in (("scene", "ood_scene"), ("palette", "ood_palette"), ("landmarks", "ood")):
+    for option, style in (
+        ("shift", "ood_shift"),
+        ("scene", "ood_scene"),
+        ("palette", "ood_palette"),
+        ("landmarks", "ood"),
+    ):
         rows = virl.generate({"eval_ood_visual": 2}, {"ood_visual": option}, 1, visual=True)
         assert {json.loads(r["task"])["style"] for r in rows["eval_ood_visual"]} == {style}
 
@@ -386,6 +393,24 @@ def test_the_shift_keeps_each_icon_and_changes_the_scene():
     centre = (32, round(0.45 * 64))
     assert scene.getpixel(centre) == day.getpixel(centre) == bank_red
     assert scene.getpixel((5, 2)) == shifted.getpixel((5, 2)) != day.getpixel((5, 2))
+
+
+def test_the_redrawn_icons_keep_scene_shape_and_colour():
+    """ood_icons (the default visual OOD) draws each landmark with its ID shape and colour in the day scene,
+    smaller and with a thicker rim: the same names drawn differently, nothing else changed."""
+    roads = (True, False, True, False)
+    names = STYLES["id"].landmarks
+    assert all(STYLES["ood_icons"].icon(name) == STYLES["id"].icon(name) for name in names)
+    day = render_views(("Bank", None, None, None), roads, "id")
+    redrawn = render_views(("Bank", None, None, None), roads, "ood_icons")
+    assert day.getpixel((5, 2)) == redrawn.getpixel((5, 2))  # the sky
+    assert redrawn.getpixel((32, round(0.45 * 64))) == STYLES["id"].palette.icons[0]  # in place
+    assert day.tobytes() != redrawn.tobytes()
+    bank_red = STYLES["id"].palette.icons[0]
+    day_red, redrawn_red = (dict((c, n) for n, c in im.getcolors(4096))[bank_red] for im in (day, redrawn))
+    assert redrawn_red < day_red  # smaller
+    redrawn_icons = {render_views((n, None, None, None), roads, "ood_icons").tobytes() for n in names}
+    assert len(redrawn_icons) == len(names)
 
 
 def test_default_compact_prompts_are_short(datasets):

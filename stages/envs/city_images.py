@@ -83,6 +83,7 @@ DUSK = Palette(
 DUSK_SCENE = Palette(DUSK.sky, DUSK.ground, DUSK.road, DUSK.building, DUSK.edge, DAY.icons)
 DAY_LAYOUT = Layout(icon_size=0.42, icon_height=0.45, outline=1)  # on the horizon
 SHIFTED_LAYOUT = Layout(icon_size=0.36, icon_height=0.6, outline=2)  # smaller, on the ground, thick rim
+REDRAWN_LAYOUT = Layout(icon_size=0.38, icon_height=0.45, outline=2)  # smaller, thick rim, in place
 
 # Training scenes (generate.virl.scene_variety): each background colour at least this far (RGB distance)
 # from the dusk scene's same part, so the visual-OOD scene stays unseen, and from every icon colour, so
@@ -118,6 +119,7 @@ OOD_LANDMARKS = (
 ID_SHAPES = ("circle", "square", "triangle", "diamond")
 STYLES = {
     "id": Style(ID_LANDMARKS, ID_SHAPES, DAY, DAY_LAYOUT),
+    "ood_icons": Style(ID_LANDMARKS, ID_SHAPES, DAY, REDRAWN_LAYOUT),
     "ood_shift": Style(ID_LANDMARKS, ID_SHAPES, DUSK_SCENE, SHIFTED_LAYOUT),
     "ood_scene": Style(ID_LANDMARKS, ID_SHAPES, DUSK_SCENE, DAY_LAYOUT),
     "ood_palette": Style(ID_LANDMARKS, ID_SHAPES, DUSK, DAY_LAYOUT),

@@ -62,9 +62,9 @@ DEFAULTS = {
     "history": 1,  # previous steps (observation, action) shown in the prompt
     "prompt_style": "compact",  # compact: word-level, for the embedded model | json: like the paper
     "corpus_relative_frac": 0.5,  # share of corpus routes in the relative action space
-    "corpus_reading_frac": 0.0,  # VL: share of corpus steps that only read the image (no route, no history)
+    "corpus_reading_frac": 0.3,  # VL: share of corpus steps that only read the image (no route, no history)
     "scene_variety": 0.0,  # VL: share of train and corpus cities drawn in a random scene (never dusk's)
-    "ood_visual": "shift",  # eval_ood_visual city: shift | scene | palette | landmarks (city_images.py)
+    "ood_visual": "icons",  # eval_ood_visual city: icons | shift | scene | palette | landmarks (OOD_VISUAL)
     "image_width": 256,
     "image_height": 64,
 }
@@ -78,10 +78,16 @@ IMAGE_KEYS = (
     "image_height",
 )
 PROMPT_STYLES = ("compact", "json")
-# The eval_ood_visual city style per option: the ID landmarks in another scene and layout (shift), in
-# another scene only (scene), with other icon colours too (palette), or landmarks the model never saw
-# named (landmarks).
-OOD_VISUAL = {"shift": "ood_shift", "scene": "ood_scene", "palette": "ood_palette", "landmarks": "ood"}
+# The eval_ood_visual city style per option: the ID landmarks with their icons smaller and thick-rimmed in
+# the training scene (icons), in another scene and layout (shift), in another scene only (scene), with
+# other icon colours too (palette), or landmarks the model never saw named (landmarks).
+OOD_VISUAL = {
+    "icons": "ood_icons",
+    "shift": "ood_shift",
+    "scene": "ood_scene",
+    "palette": "ood_palette",
+    "landmarks": "ood",
+}
 MAX_RESPONSE_CHARS = 2000
 # A route's instruction text hashes into one of 5 buckets; eval splits draw only from bucket 0 and
 # train / corpus never do, so no eval route's instructions (hence no eval prompt) appear in training.
