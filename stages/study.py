@@ -10,10 +10,11 @@
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
 `dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
 params that make it (ARMS, arm_params); every experiment also trains GRPO and evaluates every model. The
-grpo_viter3 arm runs its whole schedule, and the claims compare it with viter 1 along the scaling curves at
-matched FLOPs; the budget arm (not in the default --arms) trains SFT on all prompts and GRPO for
-study.budget_multiple times their default steps, for the compute-axis claims. Seeds vary `seed`
-(post-training and evaluation samples) from one starting point (`data_seed`: data, base model, scores).
+grpo_viter3 arm runs its whole schedule, of study.viter3_steps steps, and the claims compare it with viter 1
+along the scaling curves at matched FLOPs; the budget arm (not in the default --arms) trains SFT on all
+prompts and GRPO for study.budget_multiple times their default steps, for the compute-axis claims. Seeds
+vary `seed` (post-training and evaluation samples) from one starting point (`data_seed`: data, base model,
+scores).
 DVC restores what experiments share from its run cache, so each runs only what is its own; run_study orders
 them in rounds so no two workers make the same stage. Experiments already made under these names are kept,
 so rerunning the command resumes a study that stopped midway. `dvc exp show` lists them; `dvc exp apply`
@@ -399,15 +400,22 @@ def run_rounds(
 
 
 def arm_params(arm: str, overrides: dict[str, str]) -> dict:
-    """The params that make `arm`; the budget arm's steps are study.budget_multiple times those the study
-    would train (params.yaml with the study's --set), per env where the steps are given per env."""
+    """The params that make `arm`, with its steps where they are its own (params.yaml with the study's --set,
+    per env where the steps are given per env): the grpo_viter3 arm's grpo.steps are study.viter3_steps
+    (null: grpo.steps), the budget arm's steps study.budget_multiple times those the study would train."""
     made = dict(ARMS[arm])
-    if arm != "budget":
+    if arm not in ("budget", "grpo_viter3"):
         return made
     config = study_config(overrides)
+    env = get(config, "env")
+    if arm == "grpo_viter3":
+        key = per_env(config, "study.viter3_steps", env)
+        if get(config, key) is not None:
+            made[per_env(config, "grpo.steps", env)] = integer(config, key, minimum=1)
+        return made
     multiple = integer(config, "study.budget_multiple", minimum=2)
     for stage in ("sft", "grpo"):
-        key = per_env(config, f"{stage}.steps", get(config, "env"))
+        key = per_env(config, f"{stage}.steps", env)
         made[key] = integer(config, key, minimum=1) * multiple
     return made
 
@@ -424,6 +432,9 @@ MODEL_FILES = {
 }
 # Params the arms and seeds set: the rest must agree for experiments to form one study.
 ARM_KEYS = ("seed", "subset", "grpo.viter", "sft.steps", "grpo.steps")
+# Sections of params.yaml that no stage reads: the study's own (what they change in an experiment, its arm's
+# steps, is compared as ARM_KEYS) and the claims'.
+STUDY_SECTIONS = ("study", "claims")
 
 
 @dataclass
@@ -497,7 +508,19 @@ def kept_experiments(name: str, overrides: dict[str, str]) -> dict[str, str]:
     if get(config, "model.path") is not None:
         return {}
     ours = study_params(OmegaConf.to_container(config))
-    return {e: rev for e, rev in kept.experiments.items() if study_params(kept.params[e]) == ours}
+    pattern = experiment_pattern(name)
+    same = {}
+    for experiment, rev in kept.experiments.items():
+        match = pattern.fullmatch(experiment)
+        if match is None or study_params(kept.params[experiment]) != ours:
+            continue
+        seed, arm = int(match.group(1)), match.group(2)
+        would = config.copy()
+        for key, value in {"seed": seed, **arm_params(arm, overrides)}.items():
+            OmegaConf.update(would, key, value, force_add=True)
+        if arm_values(kept.params[experiment]) == arm_values(OmegaConf.to_container(would)):
+            same[experiment] = rev
+    return same
 
 
 def experiment_pattern(name: str) -> re.Pattern:
@@ -517,9 +540,10 @@ VISION_KEYS = ("model.vision_hidden_size", "model.vision_layers", "model.vision_
 
 def study_params(params: dict) -> dict:
     """An experiment's params as they bear on its env, so that a change elsewhere keeps its results:
-    without those its arm and seed set; each per-env value ({gp_l: ..., virl_l: ...}) read for the env;
-    of the generate sections only the env's own, with the code's defaults filled in (a new key at its
-    default changes nothing); for a text env, without the keys only images and a vision tower read."""
+    without those its arm and seed set and the study's own sections; each per-env value ({gp_l: ...,
+    virl_l: ...}) read for the env; of the generate sections only the env's own, with the code's defaults
+    filled in (a new key at its default changes nothing); for a text env, without the keys only images and
+    a vision tower read."""
     env = get_env(params.get("env"))
 
     def walk(node, prefix: str = ""):
@@ -527,7 +551,8 @@ def study_params(params: dict) -> dict:
             return walk(node[env.name], prefix)
         if not isinstance(node, dict):
             return node
-        return {k: walk(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in ARM_KEYS}
+        skipped = (*ARM_KEYS, *STUDY_SECTIONS)
+        return {k: walk(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in skipped}
 
     bearing = walk(params)
     section = env.params_key.removeprefix("generate.")
@@ -540,6 +565,17 @@ def study_params(params: dict) -> dict:
                 node = node.get(parent, {})
             node.pop(last, None)
     return bearing
+
+
+def arm_values(params: dict) -> dict:
+    """The values of an experiment's params that its arm and seed set (ARM_KEYS), per-env ones for its env."""
+    values = {}
+    for key in ARM_KEYS:
+        node = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[key] = node.get(params.get("env")) if isinstance(node, dict) else node
+    return values
 
 
 def read_results(folder: Path) -> StudyFiles | None:
