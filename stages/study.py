@@ -10,15 +10,14 @@
 `run` queues one experiment per seed and arm, named <name>-s<seed>-<arm> (name: the env by default), with
 `dvc exp run --queue`, and runs the queue with `dvc exp run --run-all` (`--jobs` workers). An arm sets the
 params that make it (ARMS, arm_params); every experiment also trains GRPO and evaluates every model. The
-grpo_viter3 arm runs its whole schedule, of study.viter3_steps steps, and the claims compare it with viter 1
-along the scaling curves at matched FLOPs; the budget arm (not in the default --arms) trains SFT on all
-prompts and GRPO for study.budget_multiple times their default steps, for the compute-axis claims. Seeds
-vary `seed` (post-training and evaluation samples) from one starting point (`data_seed`: data, base model,
-scores).
-DVC restores what experiments share from its run cache, so each runs only what is its own; run_study orders
-them in rounds so no two workers make the same stage. Experiments already made under these names are kept,
-so rerunning the command resumes a study that stopped midway. `dvc exp show` lists them; `dvc exp apply`
-and `dvc exp push` take each.
+grpo_viter3 arm runs its whole schedule, grpo.steps / study.viter3_step_divisor steps, and the claims
+compare it with viter 1 along the scaling curves at matched FLOPs; the budget arm (not in the default
+--arms) trains SFT on all prompts and GRPO for study.budget_multiple times their default steps, for the
+compute-axis claims. Seeds vary `seed` (post-training and evaluation samples) from one starting point
+(`data_seed`: data, base model, scores). DVC restores what experiments share from its run cache, so each
+runs only what is its own; run_study orders them in rounds so no two workers make the same stage.
+Experiments already made under these names are kept, so rerunning the command resumes a study that stopped
+midway. `dvc exp show` lists them; `dvc exp apply` and `dvc exp push` take each.
 
 `claims` reads the experiments of the current commit through DVC (`dvc exp show --json` for their names,
 dvc.api.DVCFileSystem for the files at each experiment) and writes study/<name>/claims.md and claims.json.
@@ -49,7 +48,7 @@ from omegaconf import OmegaConf
 from stages.claims import BENCHMARKS, SUBSETS, SeedResults, Settings, claims_table, markdown
 from stages.cluster import INSTALL, RayEngine, git
 from stages.envs import ENV_NAMES, get_env
-from stages.params import ParamError, get, integer, load_params, per_env
+from stages.params import ParamError, get, integer, load_params, number, per_env
 from stages.provenance import provenance
 from stages.storage import atomic_dir, write_json
 
@@ -401,17 +400,17 @@ def run_rounds(
 
 def arm_params(arm: str, overrides: dict[str, str]) -> dict:
     """The params that make `arm`, with its steps where they are its own (params.yaml with the study's --set,
-    per env where the steps are given per env): the grpo_viter3 arm's grpo.steps are study.viter3_steps
-    (null: grpo.steps), the budget arm's steps study.budget_multiple times those the study would train."""
+    per env where the steps are given per env): the grpo_viter3 arm's grpo.steps are those the study would
+    train over study.viter3_step_divisor, the budget arm's steps study.budget_multiple times them."""
     made = dict(ARMS[arm])
     if arm not in ("budget", "grpo_viter3"):
         return made
     config = study_config(overrides)
     env = get(config, "env")
     if arm == "grpo_viter3":
-        key = per_env(config, "study.viter3_steps", env)
-        if get(config, key) is not None:
-            made[per_env(config, "grpo.steps", env)] = integer(config, key, minimum=1)
+        divisor = number(config, per_env(config, "study.viter3_step_divisor", env), minimum=1.0)
+        key = per_env(config, "grpo.steps", env)
+        made[key] = max(1, round(integer(config, key, minimum=1) / divisor))
         return made
     multiple = integer(config, "study.budget_multiple", minimum=2)
     for stage in ("sft", "grpo"):

@@ -90,7 +90,9 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path, m
         assert f"Running stage '{stage}':" not in log and f"'{stage}'" in log, log
     params = yaml.safe_load(read_at(repo, revs["micro-s0-grpo_viter3"], "params.yaml"))
     assert params["grpo"]["max_flops"] is None and params["grpo"]["viter"] == 3
-    assert json.loads(read_at(repo, revs["micro-s0-grpo_viter3"], "metrics/grpo.json"))["steps"] == 2
+    # grpo.steps 2 over gp_l's study.viter3_step_divisor 3.75, rounded: 1
+    assert params["grpo"]["steps"] == 1
+    assert json.loads(read_at(repo, revs["micro-s0-grpo_viter3"], "metrics/grpo.json"))["steps"] == 1
 
     claims = json.loads((repo / "study" / "micro" / "claims.json").read_text())
     assert claims["env"] == "gp_l" and claims["seeds"] == [0, 1] and claims["experiments"] == sorted(made)
@@ -160,6 +162,42 @@ def test_the_budget_arm_multiplies_the_steps_the_study_would_train():
     )
     with pytest.raises(ParamError, match="study.budget_multiple"):
         arm_params("budget", {"study.budget_multiple": "1"})
+
+
+def test_the_viter3_arm_trains_the_steps_over_its_divisor():
+    assert arm_params("grpo_viter3", {}) == {"subset": "all", "grpo.viter": 3, "grpo.steps.gp_l": 40}
+    assert arm_params("grpo_viter3", {"env": "virl_l"})["grpo.steps.virl_l"] == 150
+    assert arm_params("grpo_viter3", {"grpo.steps": "300"})["grpo.steps"] == 80  # a --set keeps the ratio
+    assert arm_params("grpo_viter3", {"grpo.steps": "2", "study.viter3_step_divisor": "3"})["grpo.steps"] == 1
+    with pytest.raises(ParamError, match="study.viter3_step_divisor.gp_l"):
+        arm_params("grpo_viter3", {"study.viter3_step_divisor.gp_l": "0.5"})
+
+
+def test_a_kept_experiment_is_kept_only_if_its_arm_would_make_it_again(tmp_path, monkeypatch):
+    """Kept results are matched on the values their arm and seed set too: a viter-3 arm made with
+    another step divisor is made again, while a change to the claims' or the study's own params keeps it."""
+    root = Path(__file__).resolve().parent.parent
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    study = StudyFiles("gp_l", {}, {})
+    for arm, steps in (("sft_all", 150), ("grpo_viter3", 40)):
+        experiment = f"gp_l-s0-{arm}"
+        made = {
+            **params,
+            "seed": 0,
+            "subset": "all",
+            "grpo": {**params["grpo"], "viter": 1 + 2 * (arm != "sft_all")},
+        }
+        made["grpo"]["steps"] = {**params["grpo"]["steps"], "gp_l": steps}
+        made["claims"] = {**params["claims"], "margin": 0.05}
+        study.experiments[experiment], study.params[experiment] = "ab" * 20, made
+    study.files[0] = {model: {"eval.json": "{}\n"} for model in ("base", "grpo_viter3", "score")}
+    study.made_by[0] = {"base": "gp_l-s0-sft_all", "grpo_viter3": "gp_l-s0-grpo_viter3"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_results(tmp_path / "study" / "gp_l" / "results", study)
+    monkeypatch.chdir(tmp_path)
+    assert sorted(kept_experiments("gp_l", {})) == ["gp_l-s0-grpo_viter3", "gp_l-s0-sft_all"]
+    assert list(kept_experiments("gp_l", {"study.viter3_step_divisor.gp_l": "1"})) == ["gp_l-s0-sft_all"]
+    assert kept_experiments("gp_l", {"sft.lr": "1e-3"}) == {}
 
 
 def test_units_of_old_per_prompt_files_come_from_the_ids():
