@@ -508,6 +508,7 @@ def kept_experiments(name: str, overrides: dict[str, str]) -> dict[str, str]:
         return {}
     ours = study_params(OmegaConf.to_container(config))
     pattern = experiment_pattern(name)
+    made_by_arm = {arm: arm_params(arm, overrides) for arm in ARMS}  # each reads params.yaml once
     same = {}
     for experiment, rev in kept.experiments.items():
         match = pattern.fullmatch(experiment)
@@ -515,7 +516,7 @@ def kept_experiments(name: str, overrides: dict[str, str]) -> dict[str, str]:
             continue
         seed, arm = int(match.group(1)), match.group(2)
         would = config.copy()
-        for key, value in {"seed": seed, **arm_params(arm, overrides)}.items():
+        for key, value in {"seed": seed, **made_by_arm[arm]}.items():
             OmegaConf.update(would, key, value, force_add=True)
         if arm_values(kept.params[experiment]) == arm_values(OmegaConf.to_container(would)):
             same[experiment] = rev
