@@ -37,6 +37,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,19 +155,31 @@ def parse_arms(text: str) -> list[str]:
     return sorted(arms, key=lambda arm: arm == "budget")
 
 
-def dvc(*args: str) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"error: `dvc {' '.join(args)}` failed:\n{result.stderr.strip() or result.stdout.strip()}"
-        )
-    return result.stdout
+DVC_TRIES = 5  # tries of a dvc command that can lose a race with the queue's workers
+DVC_RETRY_S = 2
+# a running experiment's info file (.dvc/tmp/exps/run/<rev>/<rev>.run, standalone/run/ for --temp runs)
+RUNNING_INFO_GONE = re.compile(r"No such file or directory: '[^']*/\.dvc/tmp/exps/[^']*\.run'")
+
+
+def dvc(*args: str, retry_if: re.Pattern | None = None) -> str:
+    """`dvc *args`'s stdout; a failure whose message matches `retry_if` is tried DVC_TRIES times in all."""
+    for attempt in range(1, DVC_TRIES + 1):
+        result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+        if result.returncode == 0:
+            return result.stdout
+        message = result.stderr.strip() or result.stdout.strip()
+        if retry_if is None or not retry_if.search(message) or attempt == DVC_TRIES:
+            raise SystemExit(f"error: `dvc {' '.join(args)}` failed:\n{message}")
+        time.sleep(DVC_RETRY_S)
 
 
 def experiments() -> dict[str, str]:
     """{name: commit} of the finished experiments based on the current commit, from `dvc exp show --json`."""
     found = {}
-    for commit in json.loads(dvc("exp", "show", "--json", "--hide-queued", "--hide-failed") or "[]"):
+    # `exp show` lists the queue's active experiments, then reads each one's info file, which a worker
+    # that finishes meanwhile removes (dvc 3.67, collect_active_data; seen in CI): that failure is retried
+    shown = dvc("exp", "show", "--json", "--hide-queued", "--hide-failed", retry_if=RUNNING_INFO_GONE)
+    for commit in json.loads(shown or "[]"):
         for experiment in commit.get("experiments") or []:
             if (experiment.get("executor") or {}).get("state", "success") != "success":
                 continue  # still running: its commit is not there yet

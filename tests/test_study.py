@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import yaml
 from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
 
+from stages import study as study_module
 from stages.envs.general_points import DEFAULTS as GP_DEFAULTS
 from stages.envs.virl import DEFAULTS as VIRL_DEFAULTS
 from stages.params import ParamError
@@ -21,6 +24,7 @@ from stages.study import (
     StudyFiles,
     arm_params,
     curve_arrays,
+    experiments,
     experiments_setup,
     kept_experiments,
     merge,
@@ -46,7 +50,7 @@ MICRO_STUDY = {
 STUDY = [sys.executable, "-m", "stages.study"]
 
 
-def experiments(repo) -> dict[str, str]:
+def exp_names(repo) -> dict[str, str]:
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     revs = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]]
     return {rev["name"]: rev["rev"] for rev in revs}
@@ -75,7 +79,7 @@ def test_a_micro_study_runs_queued_experiments_and_writes_the_claims(tmp_path, m
     first = run([*STUDY, "run", "--seeds", "2", *arms], repo)
     assert (repo / "dvc.lock").read_bytes() == committed_lock  # the workspace is left as it was
     made = {f"micro-s{seed}-{arm}" for seed in (0, 1) for arm in ("sft_all", "grpo_viter3")}
-    revs = experiments(repo)
+    revs = exp_names(repo)
     assert set(revs) == made
 
     # Seed 1 started from seed 0's data and model; the viter-3 arm reused its seed's upstream stages too,
@@ -198,6 +202,23 @@ def test_a_kept_experiment_is_kept_only_if_its_arm_would_make_it_again(tmp_path,
     assert sorted(kept_experiments("gp_l", {})) == ["gp_l-s0-grpo_viter3", "gp_l-s0-sft_all"]
     assert list(kept_experiments("gp_l", {"study.viter3_step_divisor.gp_l": "1"})) == ["gp_l-s0-sft_all"]
     assert kept_experiments("gp_l", {"sft.lr": "1e-3"}) == {}
+
+
+def test_listing_experiments_waits_out_an_info_file_a_finishing_run_removes(tmp_path, monkeypatch):
+    """`dvc exp show` fails when a running experiment's info file goes while it reads the queue (a run that
+    finishes meanwhile removes it): the study tries again, and stops with DVC's message if the file stays."""
+    repo = make_repo(tmp_path / "repo", {})
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(study_module, "DVC_RETRY_S", 1)
+    monkeypatch.setattr(study_module, "DVC_TRIES", 3)
+    running = repo / ".dvc" / "tmp" / "exps" / "standalone" / "run" / "ab12"  # listed, without ab12.run
+    running.mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"exp show.*\n.*ab12\.run"):
+        experiments()
+    finishing = threading.Timer(1.5, shutil.rmtree, [running])
+    finishing.start()
+    assert experiments() == {}
+    finishing.join()
 
 
 def test_units_of_old_per_prompt_files_come_from_the_ids():
