@@ -302,7 +302,6 @@ def results() -> str:
         "Scaling curves of the same run (sampled success, 4 answers at temperature 1 on each of the "
         "first 100 prompts of each eval set; step 0 is the base model; `metrics/{sft,grpo}_live/`):",
         curves(),
-        "![ID vs OOD](plot_id_vs_ood.png) ![OOD vs FLOPs](plot_ood_vs_flops.png)",
         "## Another CPU's kernels",
         "The default run against the same run forced onto torch's AVX2 kernels "
         "(`ATEN_CPU_CAPABILITY=avx2 dvc repro` on the same machine; `docs/reproducibility/`). The kernel "

@@ -1,1 +1,3 @@
-"""DVC pipeline stages: one module per stage, plus shared code (envs, params, storage)."""
+"""The commands: a file here runs as `python -m stages.<name>` (the DVC stages, `recipe` and `study`); a
+folder is a library named for its concept (core, envs, inference, training, benchmarks, claims,
+experiments), and no library imports a command."""

@@ -8,21 +8,22 @@ corpus, so the model reads the images and follows the rule stated in the prompt,
 as a pretrained model would. With `model.path` set to
 a local Hugging Face checkpoint it runs an optional cold-start SFT on ID prompts (DC-SFT) instead.
 Writes models/base and metrics/base.json (its wall time). A killed run resumes from its last checkpoint when
-run again (stages/checkpoints.py).
+run again (stages/training/checkpoints.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from trl import SFTConfig, SFTTrainer
 
-from stages import checkpoints
+from stages.core.params import ParamError, choice, get, integer, load_params, number, per_env
+from stages.core.paths import BASE, CORPUS, TRAIN, stage_metrics
+from stages.core.provenance import provenance
+from stages.core.storage import atomic_dir, read_split, write_json
 from stages.envs import ENV_NAMES
-from stages.launch import launch_processes
-from stages.modeling import (
+from stages.inference.models import (
     build_model,
     build_processor,
     build_tokenizer,
@@ -32,26 +33,16 @@ from stages.modeling import (
     is_vision_language,
     load_model,
 )
-from stages.params import ParamError, choice, get, integer, load_params, number, per_env
-from stages.provenance import provenance
-from stages.storage import atomic_dir, read_split, write_json
-from stages.training import (
-    conversational,
-    execution,
-    per_process,
-    train,
-    trainer_defaults,
-    vision_lr_scale,
-)
-
-OUTPUT = Path("models/base")
-METRICS = Path("metrics/base.json")  # base_info.json plus the wall time and provenance
-DATA = Path("data/generated")
+from stages.training import checkpoints
+from stages.training.data import conversational
+from stages.training.launch import launch_processes
+from stages.training.run import train
+from stages.training.settings import execution, per_process, trainer_defaults, vision_lr_scale
 
 
 def image_size(data, env: str) -> tuple[int, int]:
     """(width, height) of the corpus images; the generate stage draws them all at one size."""
-    corpus = DATA / "corpus.parquet"
+    corpus = CORPUS
     if "image" not in data.column_names:
         raise ParamError(
             f"env={env}: {corpus} has no images (generated for a text env); run `dvc repro generate`"
@@ -79,9 +70,9 @@ def main() -> None:
             kind, want = ("a text-only", "a vision-language") if visual else ("a vision-language", "a text")
             raise ParamError(f"model.path={str(path)!r} is {kind} checkpoint; env={env} needs {want} one")
         processor, model = load_model(path, param="model.path")
-        data = read_split(DATA / "train.parquet")
+        data = read_split(TRAIN)
     else:
-        data = read_split(DATA / "corpus.parquet")
+        data = read_split(CORPUS)
         tokenizer = build_tokenizer([*data["prompt"], *data["answer"]], vision=visual)
         size = dict(
             hidden_size=integer(params, "model.hidden_size", minimum=8),
@@ -127,7 +118,7 @@ def main() -> None:
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         if not trainer.is_world_process_zero():  # train.processes > 1: one process writes
             return
-    with atomic_dir(OUTPUT) as out:
+    with atomic_dir(BASE) as out:
         model.save_pretrained(out, safe_serialization=True)
         processor.save_pretrained(out)
         # Only what the same params and seed reproduce goes into the model directory: a wall time there
@@ -140,9 +131,10 @@ def main() -> None:
         }
         write_json(out / "base_info.json", info)
     wall_s = round(time.perf_counter() - start, 1)
-    write_json(METRICS, info | {"wall_s": wall_s, "provenance": provenance(get(params, "data_seed"))})
+    made = provenance(get(params, "data_seed"))
+    write_json(stage_metrics("base"), info | {"wall_s": wall_s, "provenance": made})
     saves.remove()
-    print(f"base: saved {OUTPUT} ({json.dumps(info | {'wall_s': wall_s})})")
+    print(f"base: saved {BASE} ({json.dumps(info | {'wall_s': wall_s})})")
 
 
 if __name__ == "__main__":

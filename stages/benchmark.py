@@ -6,7 +6,7 @@ Off by default: with `benchmark.names: []` the stage loads no model and writes a
 metrics/benchmarks/<model>.json, so the default `dvc repro` computes nothing more. Otherwise it reads each
 named benchmark from `benchmark.paths.<name>` (a folder under data/benchmarks, the stage's DVC dependency),
 answers every item greedily with the rollout engine (transformers or vLLM, batched) and scores it as the
-benchmark's own evaluation does (stages/benchmarks.py, docs/benchmarks.md). Writes
+benchmark's own evaluation does (stages/benchmarks/, docs/benchmarks.md). Writes
 metrics/benchmarks/<model>.json (accuracy per benchmark and their average) and
 metrics/benchmarks/per_item/<model>.csv (every item's verdict and extracted answer).
 """
@@ -20,12 +20,12 @@ from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from stages.benchmarks import BENCHMARKS, benchmark, conversation, read_benchmark, score
-from stages.params import ParamError, get, integer, load_params
+from stages.benchmarks.catalogue import BENCHMARKS, benchmark, conversation, read_benchmark
+from stages.benchmarks.scoring import score
+from stages.core.params import ParamError, get, integer, load_params
+from stages.core.paths import BENCHMARK_DATA, MODELS, benchmark_metrics, benchmark_per_item
 
-ROOT = Path("data/benchmarks")  # every copy lives here: the folder is the stage's dependency in dvc.yaml
-OUTPUT = Path("metrics/benchmarks")
-PER_ITEM = OUTPUT / "per_item"
+ROOT = BENCHMARK_DATA  # every copy lives here: the folder is the stage's dependency in dvc.yaml
 PER_ITEM_FIELDS = ["benchmark", "id", "correct", "extracted"]
 
 
@@ -70,10 +70,11 @@ def summarize(items_by_name: dict[str, list], verdicts: dict[str, list[bool]]) -
 
 def write_empty(model: str) -> None:
     """The outputs of a stage that runs no benchmark, as write_json and write_csv would write them, without
-    importing stages.storage (datasets): the default `dvc repro` runs this for every model and experiment."""
-    PER_ITEM.mkdir(parents=True, exist_ok=True)
-    (PER_ITEM / f"{model}.csv").write_text(",".join(PER_ITEM_FIELDS) + "\n")
-    (OUTPUT / f"{model}.json").write_text(json.dumps({"model": model, "benchmarks": {}}, indent=2) + "\n")
+    importing stages.core.storage (datasets): the default `dvc repro` runs this for every model and
+    experiment."""
+    benchmark_per_item(model).parent.mkdir(parents=True, exist_ok=True)
+    benchmark_per_item(model).write_text(",".join(PER_ITEM_FIELDS) + "\n")
+    benchmark_metrics(model).write_text(json.dumps({"model": model, "benchmarks": {}}, indent=2) + "\n")
 
 
 def main(argv: list[str]) -> None:
@@ -92,12 +93,12 @@ def main(argv: list[str]) -> None:
         print(f"benchmark {model}: benchmark.names is empty, no benchmark runs")
         return
 
-    from stages.modeling import check_model_dir, is_vision_language
-    from stages.provenance import provenance
-    from stages.rollout import engine_params, make_engine, vllm_memory
-    from stages.storage import write_csv, write_json
+    from stages.core.provenance import provenance
+    from stages.core.storage import write_csv, write_json
+    from stages.inference.models import check_model_dir, is_vision_language
+    from stages.inference.rollout import engine_params, make_engine, vllm_memory
 
-    model_dir = Path("models") / model
+    model_dir = MODELS / model
     if not model_dir.is_dir():
         raise SystemExit(f"error: {model_dir} does not exist; run `dvc repro {model}` first")
     visual = is_vision_language(check_model_dir(model_dir, "model directory"))
@@ -139,11 +140,11 @@ def main(argv: list[str]) -> None:
         "items_per_s": round(len(rows) / wall, 2) if wall > 0 else None,
         "provenance": provenance(get(params, "data_seed")),
     }
-    write_csv(PER_ITEM / f"{model}.csv", rows, fields=PER_ITEM_FIELDS)
-    write_json(OUTPUT / f"{model}.json", metrics)
+    write_csv(benchmark_per_item(model), rows, fields=PER_ITEM_FIELDS)
+    write_json(benchmark_metrics(model), metrics)
     print(
         f"benchmark {model}: average {metrics['average']} over {', '.join(names)}; "
-        f"wrote {OUTPUT / model}.json"
+        f"wrote {benchmark_metrics(model)}"
     )
 
 

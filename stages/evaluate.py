@@ -18,18 +18,13 @@ import math
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
+from stages.core.params import ParamError, choice, get, integer, load_params, number
+from stages.core.paths import EVAL_SETS, MODELS, eval_metrics, eval_per_prompt, split_file
+from stages.core.provenance import provenance
+from stages.core.storage import read_records, write_csv, write_json
 from stages.envs import ENV_NAMES, get_env, independent_unit
-from stages.params import ParamError, choice, get, integer, load_params, number
-from stages.provenance import provenance
-from stages.rollout import engine_params, make_engine, rollout, vllm_memory
-from stages.storage import read_records, write_csv, write_json
-
-DATA = Path("data/generated")
-OUTPUT = Path("metrics/eval")
-PER_PROMPT = OUTPUT / "per_prompt"
-SECTIONS = {"id": "eval_id", "ood_rule": "eval_ood_rule", "ood_visual": "eval_ood_visual"}
+from stages.inference.rollout import engine_params, make_engine, rollout, vllm_memory
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -98,15 +93,15 @@ def per_prompt_rows(name: str, records, greedy, sampled, visual: bool = False) -
 
 
 def load_eval_sets(env) -> dict[str, list[dict]]:
-    sections = [name for name in SECTIONS if name != "ood_visual" or env.visual]
+    sections = [name for name in EVAL_SETS if name != "ood_visual" or env.visual]
     sets = {}
     for name in sections:
-        path = DATA / f"{SECTIONS[name]}.parquet"
+        path = split_file(EVAL_SETS[name])
         if not path.is_file():
             raise SystemExit(f"error: {path} not found (env={env.name}); run `dvc repro generate` first")
         records = read_records(path)
         if not records:
-            key = f"{env.params_key}.sizes.{SECTIONS[name]}"
+            key = f"{env.params_key}.sizes.{EVAL_SETS[name]}"
             raise ParamError(f"{path} holds no records; raise {key} above 0 and run `dvc repro generate`")
         sets[name] = records
     return sets
@@ -117,7 +112,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(
             "error: usage: python -m stages.evaluate MODEL (a directory under models/: base, sft, grpo)"
         )
-    model_dir = Path("models") / argv[0]
+    model_dir = MODELS / argv[0]
     if not model_dir.is_dir():
         raise SystemExit(f"error: {model_dir} does not exist; run `dvc repro {argv[0]}` first")
     params = load_params()
@@ -152,9 +147,9 @@ def main(argv: list[str]) -> None:
     metrics["prompts"] = {name: len(records) for name, records in eval_sets.items()}
     metrics["wall_s"] = round(time.perf_counter() - start, 1)
     metrics["provenance"] = provenance(get(params, "data_seed"))
-    write_csv(PER_PROMPT / f"{argv[0]}.csv", rows)
-    write_json(OUTPUT / f"{argv[0]}.json", metrics)
-    print(f"evaluate {argv[0]}: wrote {OUTPUT / argv[0]}.json in {metrics['wall_s']}s")
+    write_csv(eval_per_prompt(argv[0]), rows)
+    write_json(eval_metrics(argv[0]), metrics)
+    print(f"evaluate {argv[0]}: wrote {eval_metrics(argv[0])} in {metrics['wall_s']}s")
 
 
 if __name__ == "__main__":

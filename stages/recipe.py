@@ -21,10 +21,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from stages.core.params import MISSING, ParamError, load_params
 from stages.envs import ENV_NAMES
-from stages.params import ParamError, load_params
-
-_MISSING = object()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -53,8 +51,8 @@ def check(settings: dict[str, object], defaults, source: str) -> None:
     """ParamError naming the first setting that params.yaml does not have, or whose value is of another
     kind than its default's (null and strings mix: optional paths; a value may stand for a per-env map)."""
     for key, value in settings.items():
-        default = OmegaConf.select(defaults, key, default=_MISSING)
-        if default is _MISSING:
+        default = OmegaConf.select(defaults, key, default=MISSING)
+        if default is MISSING:
             # a per-env entry (sft.steps.gp_l) of a mapping is fine; anything else is a typo
             parent, _, leaf = key.rpartition(".")
             mapping = OmegaConf.select(defaults, parent, default=None) if parent else None

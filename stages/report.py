@@ -2,15 +2,20 @@
 
     dvc repro report          # or: python -m stages.report
 
-Reads metrics/eval/<model>.json (evaluate) and metrics/{sft,grpo}.json (training). Writes
-metrics/summary.json, metrics/summary.md (models x eval sets, deltas against base, FLOPs, wall
-time, gradient norms; for VL envs the recognition of every eval set) and metrics/report/<model>.csv,
-the data behind the ID-vs-OOD and OOD-vs-FLOPs plots declared in dvc.yaml, and
-metrics/report/recognition/<model>.csv, the data behind the success-vs-recognition plots (header only
-for text envs, so the plots stay empty rather than failing). A model whose stage has not run shows "-".
-Where the benchmark stage ran benchmarks (metrics/benchmarks/<model>.json), the summary adds a table of
-their accuracies and metrics/report/benchmarks/<model>.csv, the data of the benchmark plot; without
-benchmarks every output is as before.
+Reads metrics/eval/<model>.json (evaluate) and metrics/{base,score,split,sft,grpo}.json. Writes:
+
+- metrics/headline.json: the numbers dvc.yaml declares as metrics (`headline`), what `dvc exp show` and
+  `dvc metrics diff` compare;
+- metrics/summary.json and metrics/summary.md: models x eval sets, deltas against base, FLOPs, wall time,
+  gradient norms; for VL envs the recognition of every eval set;
+- metrics/report/<model>.csv, the data behind the ID-vs-OOD and OOD-vs-FLOPs plots declared in dvc.yaml, and
+  metrics/report/recognition/<model>.csv, behind the success-vs-recognition plots (header only for text
+  envs, so the plots stay empty rather than failing).
+
+A model whose stage has not run shows "-". Where the benchmark stage ran benchmarks
+(metrics/benchmarks/<model>.json), the summary adds a table of their accuracies and
+metrics/report/benchmarks/<model>.csv, the data of the benchmark plot; without benchmarks every output is as
+before.
 """
 
 from __future__ import annotations
@@ -18,19 +23,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stages.params import ParamError, get, load_params
-from stages.provenance import provenance
-from stages.storage import write_csv, write_json
+from stages.core.params import ParamError, get, load_params
+from stages.core.paths import METRICS, REPORT, benchmark_metrics, eval_metrics, stage_metrics
+from stages.core.provenance import provenance
+from stages.core.storage import write_csv, write_json
 
 MODELS = ("base", "sft", "grpo")
 EVALS = {"id": "ID", "ood_rule": "OOD rule", "ood_visual": "OOD visual"}
-EVAL_DIR = Path("metrics/eval")
-SUMMARY_JSON = Path("metrics/summary.json")
-SUMMARY_MD = Path("metrics/summary.md")
-PLOT_DIR = Path("metrics/report")
-RECOGNITION_DIR = PLOT_DIR / "recognition"
-BENCHMARK_DIR = Path("metrics/benchmarks")
-BENCHMARK_PLOT_DIR = PLOT_DIR / "benchmarks"
+SUMMARY_JSON = METRICS / "summary.json"
+SUMMARY_MD = METRICS / "summary.md"
+HEADLINE = METRICS / "headline.json"  # the one file dvc.yaml declares as metrics
+TIMED = ("base", "score", "sft", "grpo")  # the stages whose FLOPs and wall time the headline compares
+RECOGNITION_DIR = REPORT / "recognition"
+BENCHMARK_PLOT_DIR = REPORT / "benchmarks"
 # Success and recognition of every eval set side by side, one row per model (VL envs only).
 RECOGNITION_FIELDS = ["model", *(f for name in EVALS for f in (name, f"recognition_{name}"))]
 # Metrics over the sampled answers; the others (greedy_success, step_accuracy, route_success) are greedy.
@@ -63,7 +68,7 @@ def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], m
                 continue
             if metric not in result[name]:
                 raise ParamError(
-                    f"report.metric={metric!r} is not in {EVAL_DIR / model}.json; use one "
+                    f"report.metric={metric!r} is not in {eval_metrics(model)}; use one "
                     f"of: {', '.join(result[name])}"
                 )
             row[name] = result[name][metric]
@@ -79,6 +84,28 @@ def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], m
             row[key] = cost.get(key) if cost else None
         rows[model] = row
     return rows
+
+
+def headline(rows: dict, names: list[str], benchmarks: dict[str, dict]) -> dict:
+    """The numbers a researcher compares between runs, and the only ones dvc.yaml declares as metrics, so
+    `dvc exp show` and `dvc metrics diff` fit a screen: success per model and eval set (report.metric), FLOPs
+    and wall time per stage, the split's shares and, where benchmarks ran, their average per model. Every
+    other field (provenance, histograms, FLOPs by part, ...) stays in the stages' own files under metrics/."""
+    success = {
+        model: {name: row[name] for name in names if row.get(name) is not None} for model, row in rows.items()
+    }
+    stages = {stage: read_json(stage_metrics(stage)) or {} for stage in TIMED}
+    numbers = {
+        "success": success,
+        "flops": {stage: m["flops"] for stage, m in stages.items() if m.get("flops") is not None},
+        "wall_s": {stage: m["wall_s"] for stage, m in stages.items() if m.get("wall_s") is not None},
+    }
+    split = read_json(stage_metrics("split"))
+    if split is not None:
+        numbers["split"] = {bucket: split[f"{bucket}_frac"] for bucket in ("easy", "medium", "hard")}
+    if benchmarks:
+        numbers["benchmarks"] = {model: row["average"] for model, row in benchmarks.items()}
+    return numbers
 
 
 def fmt(value, spec: str = ".3f") -> str:
@@ -168,10 +195,10 @@ def benchmark_markdown(rows: dict[str, dict], results: dict[str, dict | None]) -
 def main() -> None:
     params = load_params()
     metric = get(params, "report.metric")
-    evals = {model: read_json(EVAL_DIR / f"{model}.json") for model in MODELS}
+    evals = {model: read_json(eval_metrics(model)) for model in MODELS}
     if evals["base"] is None:
-        raise SystemExit(f"error: {EVAL_DIR / 'base.json'} not found; run `dvc repro evaluate@base` first")
-    training = {model: read_json(Path(f"metrics/{model}.json")) for model in ("sft", "grpo")}
+        raise SystemExit(f"error: {eval_metrics('base')} not found; run `dvc repro evaluate@base` first")
+    training = {model: read_json(stage_metrics(model)) for model in ("sft", "grpo")}
     rows = summarize(evals, training, metric)
     names = [name for name in EVALS if name in evals["base"]]
     base = evals["base"]
@@ -191,12 +218,13 @@ def main() -> None:
     summary = {"env": base["env"], "subset": get(params, "subset"), "metric": metric, "models": rows}
     if recognized:
         summary["recognition"] = recognition_key(metric)
-    benchmarks = {model: read_json(BENCHMARK_DIR / f"{model}.json") for model in MODELS}
+    benchmarks = {model: read_json(benchmark_metrics(model)) for model in MODELS}
     benchmark_table = benchmark_rows(benchmarks)
     if benchmark_table:
         summary["benchmarks"] = benchmark_table
     summary["provenance"] = provenance(get(params, "data_seed"))
     write_json(SUMMARY_JSON, summary)
+    write_json(HEADLINE, headline(rows, names, benchmark_table))
     text = markdown(rows, names, header, details)
     if benchmark_table:
         text += benchmark_markdown(benchmark_table, benchmarks)
@@ -209,7 +237,7 @@ def main() -> None:
         ready = model in rows and rows[model]["flops"] is not None
         row = [{"model": model, **rows[model]}] if ready else []
         fields = ["model", *names, *(f"recognition_{name}" for name in recognized), "flops"]
-        write_csv(PLOT_DIR / f"{model}.csv", row, fields=fields)
+        write_csv(REPORT / f"{model}.csv", row, fields=fields)
         # Written for every env and model: DVC renders a header-only file as an empty plot, without a warning.
         seen = model in rows and any(f"recognition_{name}" in rows[model] for name in recognized)
         write_csv(

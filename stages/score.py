@@ -9,20 +9,17 @@ and writes the pass counts (data/scores.csv), metrics/score.json and the pass-co
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from stages.compute import ComputeMeter
+from stages.core.params import choice, integer, load_params, number
+from stages.core.paths import BASE, SCORES, TRAIN, stage_metrics
+from stages.core.provenance import provenance
+from stages.core.storage import read_records, write_csv, write_json
 from stages.envs import ENV_NAMES, get_env
-from stages.params import choice, integer, load_params, number
-from stages.provenance import provenance
-from stages.rollout import engine_params, make_engine, rollout, vllm_memory
-from stages.storage import read_records, write_csv, write_json
+from stages.inference.flops import ComputeMeter
+from stages.inference.rollout import engine_params, make_engine, rollout, vllm_memory
 
-MODEL = Path("models/base")
-TRAIN = Path("data/generated/train.parquet")
-SCORES = Path("data/scores.csv")
-METRICS = Path("metrics/score.json")
-HISTOGRAM = Path("metrics/score_hist.csv")
+METRICS = stage_metrics("score")
+HISTOGRAM = METRICS.with_name("score_hist.csv")
 
 
 def main() -> None:
@@ -37,7 +34,7 @@ def main() -> None:
     engine_name, batch_size, max_new_tokens = engine_params(params)
 
     records = read_records(TRAIN)
-    engine = make_engine(engine_name, MODEL, batch_size, seed, vllm_memory(params))
+    engine = make_engine(engine_name, BASE, batch_size, seed, vllm_memory(params))
     meter = ComputeMeter().watch(engine.model) if engine_name == "hf" else None  # vLLM's runs outside torch
     began = time.perf_counter()
     episodes = rollout(engine, env, records, k, temperature, top_p, max_new_tokens, viter)

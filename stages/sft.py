@@ -12,31 +12,22 @@ completion only. `sft.balance` cuts every bucket to the size of the smallest fir
 Writes models/sft, metrics/sft.json (wall time, tokens, FLOPs by part, gradient norms, provenance) and
 curves in metrics/sft_live. The model is written all-or-nothing: a run killed midway leaves no models/sft
 behind (or the previous one untouched); running the stage again resumes from its last checkpoint
-(stages/checkpoints.py).
+(stages/training/checkpoints.py).
 """
 
 from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
+from stages.core.params import choice, flag, integer, load_params, number, per_env
+from stages.core.paths import BASE
 from stages.envs import ENV_NAMES, get_env
-from stages.launch import launch_processes
-from stages.modeling import count_parameters, load_model
-from stages.params import choice, integer, load_params, number, per_env
-from stages.posttraining import TrainingRun
-from stages.rollout import engine_params
-from stages.train_logging import series
-from stages.training import (
-    BASE,
-    SUBSETS,
-    check_lora_targets,
-    conversational,
-    execution,
-    flag,
-    lora_config,
-    per_process,
-    select_prompts,
-)
+from stages.inference.models import count_parameters, load_model
+from stages.inference.rollout import engine_params
+from stages.training.data import SUBSETS, conversational, select_prompts
+from stages.training.launch import launch_processes
+from stages.training.run import TrainingRun, series
+from stages.training.settings import check_lora_targets, execution, lora_config, per_process
 
 
 def main() -> None:

@@ -10,17 +10,14 @@ and metrics/split.json.
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
+from stages.core.params import ParamError, choice, get, integer, load_params, per_env
+from stages.core.paths import SCORES, SPLITS, TRAIN, stage_metrics
+from stages.core.provenance import provenance
+from stages.core.storage import atomic_dir, read_split, write_json, write_split
 from stages.envs import ENV_NAMES
-from stages.params import ParamError, choice, get, integer, load_params, per_env
-from stages.provenance import provenance
-from stages.storage import atomic_dir, read_split, write_json, write_split
 
-TRAIN = Path("data/generated/train.parquet")
-SCORES = Path("data/scores.csv")
-OUTPUT = Path("data/splits")
-METRICS = Path("metrics/split.json")
+METRICS = stage_metrics("split")
 BUCKETS = ("easy", "medium", "hard")
 
 
@@ -52,7 +49,7 @@ def main() -> None:
     for record in train:
         buckets[bucket_of(scores[record["id"]], easy_min, hard_max)].append(record)
 
-    with atomic_dir(OUTPUT) as out:
+    with atomic_dir(SPLITS) as out:
         for name, records in buckets.items():
             write_split(records, out / f"{name}.parquet")
     total = max(len(train), 1)

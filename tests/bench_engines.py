@@ -1,11 +1,11 @@
 """Benchmark: the transformers and vLLM rollout engines on the embedded gp_l base model, on this machine.
 
-    dvc repro base && python tests/bench_engines.py docs/engines_cpu.json   # the vLLM install: docs/usage.md
+    dvc repro base && python tests/bench_engines.py docs/engines_cpu.json   # vLLM install: docs/engines.md
 
 Measures what `rollout.engine: auto` decides on: each engine's start, greedy answers on the 200 OOD-rule eval
 prompts (and how many the two engines answer alike), and score's workload (every training prompt, k=8 samples
 at score's temperature), repeated; medians of the repeats. Writes the figures with the setup that made them
-(stages/provenance.py): run it on a quiet machine.
+(stages/core/provenance.py): run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ REPEATS = 3
 
 
 def main(out: Path) -> None:
+    from stages.core.params import load_params
+    from stages.core.provenance import provenance
+    from stages.core.storage import read_records, write_json
     from stages.envs import get_env
-    from stages.params import load_params
-    from stages.provenance import provenance
-    from stages.rollout import make_engine, rollout
-    from stages.storage import read_records, write_json
+    from stages.inference.rollout import make_engine, rollout
 
     params = load_params()
     env = get_env("gp_l")

@@ -26,17 +26,9 @@ from PIL import Image, ImageDraw
 
 from stages import benchmark as benchmark_stage
 from stages import report
-from stages.benchmarks import (
-    BENCHMARKS,
-    BOXED_SUFFIX,
-    Item,
-    benchmark_average,
-    extract_choice,
-    free_form_correct,
-    read_benchmark,
-    score,
-)
-from stages.params import ParamError
+from stages.benchmarks.catalogue import BENCHMARKS, BOXED_SUFFIX, Item, read_benchmark
+from stages.benchmarks.scoring import benchmark_average, extract_choice, free_form_correct, score
+from stages.core.params import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("base", "sft", "grpo")

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
-from stages.claims import (
+from stages.claims.catalogue import (
     BENCHMARKS,
     CLAIMS,
     SUBSETS,
     Claim,
-    Resampled,
     SeedResults,
-    Settings,
     at_matched_flops,
-    claims_table,
     curve_weights,
-    decide,
     diff,
-    holm,
-    markdown,
-    measure,
-    pvalues,
-    seed_interval,
-    seeds_to_decide,
 )
-from stages.params import ParamError
+from stages.claims.statistics import Resampled, decide, holm, pvalues, seed_interval, seeds_to_decide
+from stages.claims.table import Settings, claims_table, markdown, measure
+from stages.core.params import ParamError
 from stages.study import parse_arms, parse_sets
 
 MODELS = ("base", "grpo", "grpo_viter3", *(f"sft_{s}" for s in SUBSETS))
@@ -241,14 +234,21 @@ def test_seeds_to_decide_asks_for_holms_level_and_decided_rows_say_so():
     assert not any("_to_decide" in r for r in rows)
 
 
+def claims_params(**section) -> DictConfig:
+    """params.yaml's claims section, the defaults with `section` over them."""
+    return OmegaConf.create({"claims": {**Settings().__dict__, **section}})
+
+
 def test_settings_name_the_param_and_its_allowed_values():
-    assert Settings.from_params({"margin": 0.05}).margin == 0.05
+    assert Settings.from_params(claims_params(margin=0.05)).margin == 0.05
     with pytest.raises(ParamError, match="claims.margin=0: use a difference of success in"):
-        Settings.from_params({"margin": 0})
+        Settings.from_params(claims_params(margin=0))
     with pytest.raises(ParamError, match="claims.ratio_margin=0.9: use a factor above 1"):
-        Settings.from_params({"ratio_margin": 0.9})
+        Settings.from_params(claims_params(ratio_margin=0.9))
     with pytest.raises(ParamError, match="claims.alpha is not a param; use some of: draws, level"):
-        Settings.from_params({"alpha": 0.05})
+        Settings.from_params(claims_params(alpha=0.05))
+    with pytest.raises(ParamError, match=r"claims.draws=100 is out of range; it must be >= 200"):
+        Settings.from_params(claims_params(draws=100))
 
 
 def test_bad_study_arguments_name_the_allowed_values():

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from stages.claims import Claim, SeedResults, Settings, diff, measure
+from stages.claims.catalogue import Claim, SeedResults, diff
+from stages.claims.table import Settings, measure
 
 STUDIES = 200
 SETTINGS = Settings(margin=0.02, ratio_margin=1.1, level=0.95, draws=1000)  # 1000 draws keep it fast

@@ -1,4 +1,5 @@
-"""Compute accounting (stages/compute.py) against torch's own FLOP counter, and the run metrics built on it.
+"""Compute accounting (stages/inference/flops.py) against torch's own FLOP counter, and the run metrics
+built on it.
 
 torch.utils.flop_counter.FlopCounterMode counts the matmul FLOPs of every aten op a block runs, backward
 included. Its registry misses two ops these runs use: the CPU's fused attention kernel
@@ -23,8 +24,8 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from stages.compute import PARTS, ComputeMeter
-from stages.modeling import build_model, build_processor, build_tokenizer, build_vl_model
+from stages.inference.flops import PARTS, ComputeMeter
+from stages.inference.models import build_model, build_processor, build_tokenizer, build_vl_model
 
 CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 if torch.ops.aten.addmm_ not in torch.utils.flop_counter.flop_registry:

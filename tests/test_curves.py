@@ -10,7 +10,7 @@ import torch
 from conftest import copy_repo, set_params, stage
 from test_sft import weights
 
-from stages.curves import curve_points, curve_prompt_rows
+from stages.training.callbacks import curve_points, curve_prompt_rows
 
 
 def test_points_carry_the_flops_spent_up_to_their_step():

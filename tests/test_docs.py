@@ -91,3 +91,28 @@ def test_every_link_in_the_readme_and_docs_resolves():
                 if anchor not in {slug(h) for h in headings}:
                     broken.append(f"{page.name}: {target}#{anchor}")
     assert broken == []
+
+
+POINTER = re.compile(r"\b((?:docs/[\w./-]+|README)\.md)(?:#([\w-]+))?")
+CODE = ["stages", "tests", ".ci/run", "pyproject.toml", "dvc.yaml", "params.yaml", "constraints.txt"]
+
+
+def test_every_pointer_in_code_and_errors_to_a_page_or_section_resolves():
+    """Comments, docstrings and error messages point users at docs/<page>.md or README.md, with or without a
+    #section: each page and section must exist (a renamed heading or a folded page leaves no dead pointer)."""
+    files = [
+        p
+        for entry in CODE
+        for p in ([ROOT / entry] if (ROOT / entry).is_file() else (ROOT / entry).rglob("*.py"))
+    ]
+    broken = []
+    for file in files:
+        for page, anchor in POINTER.findall(file.read_text()):
+            target = ROOT / page
+            if not target.is_file():
+                broken.append(f"{file.relative_to(ROOT)}: {page}")
+            elif anchor and anchor not in {
+                slug(h) for h in re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M)
+            }:
+                broken.append(f"{file.relative_to(ROOT)}: {page}#{anchor}")
+    assert files and broken == []

@@ -1,7 +1,7 @@
 """Every repository file a stage's code imports must be one of that stage's deps in dvc.yaml.
 
 DVC reruns a stage only when a declared dependency changes, and the checkpoint fingerprint in
-stages/checkpoints.py hashes the same deps list, so a module imported by a stage but missing from
+stages/training/checkpoints.py hashes the same deps list, so a module imported by a stage but missing from
 its deps lets an edit to that module go unnoticed: DVC serves stale results. The imports are read
 from the code with `ast` (every `import stages...`, `from stages... import ...` and relative
 import anywhere in a module, inside functions too), followed transitively from the module named
@@ -104,8 +104,11 @@ def test_every_imported_file_is_a_dep():
 
 def test_checker_catches_a_removed_dep():
     dvc = _load_dvc()
-    dvc["stages"]["score"]["deps"].remove("stages/rollout.py")
-    assert missing_deps(dvc) == ["score: stages/rollout.py is imported but not a dependency in dvc.yaml"]
+    dvc["stages"]["score"]["deps"].remove("stages/inference")
+    assert missing_deps(dvc) == [
+        f"score: stages/inference/{module}.py is imported but not a dependency in dvc.yaml"
+        for module in ("flops", "models", "rollout")
+    ]
 
 
 def test_source_deps_exist():

@@ -13,7 +13,7 @@ import pytest
 from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params
 
 from stages.evaluate import pass_at_k, per_prompt_rows, route_success, score_section
-from stages.rollout import Rollout
+from stages.inference.rollout import Rollout
 
 MICRO_EVAL = {"evaluate.k": 2, "evaluate.samples": 4}
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stages.core.params import ParamError
 from stages.envs import FEEDBACK_PREFIX, Verdict, get_env
 from stages.envs import general_points as gp
-from stages.envs.card_images import render_cards
 from stages.envs.general_points import solvable, solve, verify, verify_record
-from stages.params import ParamError
+from stages.envs.general_points.images import render_cards
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import assert_one_line_error, make_repo, run, set_params, stage
 from PIL import Image
 
+from stages.core.storage import TEXT_FEATURES, read_split, write_split
 from stages.envs import ENV_NAMES, get_env
-from stages.storage import TEXT_FEATURES, read_split, write_split
 
 
 def digests(repo) -> dict[str, str]:

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, copy_repo, set_params, stage
 from test_sft import SIZES, weights, write_buckets
 
 from stages.envs import get_env
-from stages.rewards import env_reward
+from stages.training.rewards import env_reward
 
 FAST = {"grpo.steps": 2, "grpo.prompts_per_step": 2, "grpo.num_generations": 4, "rollout.max_new_tokens": 16}
 
@@ -41,10 +41,11 @@ def trainer_for(repo, tmp_path, trainer_class, **kwargs):
     import datasets
     from trl import GRPOConfig
 
-    from stages.checkpoints import Checkpoints
-    from stages.modeling import load_model
-    from stages.storage import read_split
-    from stages.training import conversational, trainer_defaults
+    from stages.core.storage import read_split
+    from stages.inference.models import load_model
+    from stages.training.checkpoints import Checkpoints
+    from stages.training.data import conversational
+    from stages.training.settings import trainer_defaults
 
     tokenizer, model = load_model(repo / "models" / "base")
     data = read_split(repo / "data" / "generated" / "train.parquet").select(range(8))
@@ -69,10 +70,10 @@ def length_reward(completion_ids, **kwargs) -> list[float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("with_length", [False, True])
 def test_filter_groups_masks_groups_with_equal_rewards(micro_split, tmp_path, with_length):
-    from stages.grpo import GroupFilterGRPOTrainer
+    from stages.core.private import group_filter_trainer
 
     extra = {"reward_funcs": [env_reward(get_env("gp_l")), length_reward]} if with_length else {}
-    trainer, data = trainer_for(micro_split, tmp_path, GroupFilterGRPOTrainer, **extra)
+    trainer, data = trainer_for(micro_split, tmp_path, group_filter_trainer(), **extra)
     inputs = [row for row in data.to_list() for _ in range(4)]
     batch = trainer._generate_and_score_completions(inputs)
     rewards = trainer._rewards.sum(dim=1).view(-1, 4)

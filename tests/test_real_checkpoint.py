@@ -111,7 +111,7 @@ def test_rollout_stops_at_every_end_token_the_checkpoint_declares(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.rollout import make_engine, rollout
+    from stages.inference.rollout import make_engine, rollout
 
     env = get_env("gp_l")
     records = env.generate({"train": 4, "eval_id": 0, "eval_ood_rule": 0, "corpus": 0}, {}, 0)["train"]
@@ -166,7 +166,7 @@ def run_on_checkpoint(tmp_path: Path, monkeypatch, overrides: dict, build) -> tu
     words, then the stages dvc.yaml runs, without DVC's overhead: the training stages in their own processes,
     the sampling-only ones (score, evaluate) in this one, which saves four interpreter start-ups."""
     from stages import evaluate, score
-    from stages.storage import read_split
+    from stages.core.storage import read_split
 
     checkpoint = tmp_path / "checkpoint"
     repo = make_repo(tmp_path / "repo", overrides | {"model.path": str(checkpoint)})
@@ -188,8 +188,8 @@ def run_on_checkpoint(tmp_path: Path, monkeypatch, overrides: dict, build) -> tu
 def test_pipeline_on_a_qwen_style_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
-    from stages.storage import read_split
-    from stages.viter import feedback_turn
+    from stages.core.storage import read_split
+    from stages.training.viter import feedback_turn
 
     repo, checkpoint = run_on_checkpoint(tmp_path, monkeypatch, REAL, build_qwen_checkpoint)
 

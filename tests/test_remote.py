@@ -72,7 +72,7 @@ def test_push_then_pull_restores_outputs_without_recomputing(micro_split, tmp_pa
     assert ran(repro.stdout) == [], repro.stdout
     assert checksums(repo) == before
 
-    from stages.modeling import load_model
+    from stages.inference.models import load_model
 
     tokenizer, model = load_model(repo / "models" / "base")
     inputs = tokenizer.apply_chat_template(

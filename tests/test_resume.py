@@ -12,7 +12,7 @@ import pytest
 from conftest import copy_repo, run, set_params
 from test_sft import weights
 
-from stages.checkpoints import Checkpoints
+from stages.training.checkpoints import Checkpoints
 
 # A checkpoint every 2 steps; a run is killed once the first is complete. The steps after it leave a wide
 # margin: on a fast machine, a run of 6 micro steps ended before the test could kill it.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from stages.core.params import ParamError
 from stages.envs import FEEDBACK_PREFIX, Verdict, get_env
-from stages.modeling import build_model, build_tokenizer
-from stages.params import ParamError
-from stages.rollout import HFEngine, resolve_engine, rollout
+from stages.inference.models import build_model, build_tokenizer
+from stages.inference.rollout import HFEngine, resolve_engine, rollout
 
 MAX_NEW_TOKENS = 12
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error, copy_repo, set_params, stage
 from safetensors import safe_open
 
-from stages.storage import read_split, write_split
+from stages.core.storage import read_split, write_split
 
 SIZES = {"easy": 12, "medium": 28, "hard": 8}
 FAST = {"sft.steps": 3, "sft.batch_size": 8}
@@ -54,7 +54,7 @@ def weights(path) -> dict:
     ],
 )
 def test_subset_selects_exactly_the_chosen_buckets(repo, monkeypatch, subset, balance, expected):
-    from stages.training import select_prompts
+    from stages.training.data import select_prompts
 
     buckets = write_buckets(repo)
     monkeypatch.chdir(repo)
@@ -65,7 +65,7 @@ def test_subset_selects_exactly_the_chosen_buckets(repo, monkeypatch, subset, ba
 
 
 def test_all_is_every_training_prompt(repo, monkeypatch):
-    from stages.training import select_prompts
+    from stages.training.data import select_prompts
 
     buckets = write_buckets(repo)
     monkeypatch.chdir(repo)

@@ -14,26 +14,23 @@ import yaml
 from conftest import assert_one_line_error, make_repo, run
 from dvc.api import DVCFileSystem
 
-from stages import study as study_module
+from stages.core import commands
+from stages.core.params import ParamError
 from stages.envs.general_points import DEFAULTS as GP_DEFAULTS
 from stages.envs.virl import DEFAULTS as VIRL_DEFAULTS
-from stages.params import ParamError
-from stages.study import (
-    ARMS,
-    DEFAULT_ARMS,
+from stages.experiments.arms import ARMS, DEFAULT_ARMS, arm_params, study_params
+from stages.experiments.local import experiments
+from stages.experiments.results import (
     StudyFiles,
-    arm_params,
     curve_arrays,
-    experiments,
     experiments_setup,
     kept_experiments,
     merge,
-    parse_arms,
     read_results,
-    study_params,
     units_from_ids,
     write_results,
 )
+from stages.study import parse_arms
 
 # Two optimizer steps per stage, curves at every step: the study's plumbing, not its findings.
 MICRO_STUDY = {
@@ -209,8 +206,8 @@ def test_listing_experiments_waits_out_an_info_file_a_finishing_run_removes(tmp_
     finishes meanwhile removes it): the study tries again, and stops with DVC's message if the file stays."""
     repo = make_repo(tmp_path / "repo", {})
     monkeypatch.chdir(repo)
-    monkeypatch.setattr(study_module, "DVC_RETRY_S", 1)
-    monkeypatch.setattr(study_module, "DVC_TRIES", 3)
+    monkeypatch.setattr(commands, "DVC_RETRY_S", 1)
+    monkeypatch.setattr(commands, "DVC_TRIES", 3)
     running = repo / ".dvc" / "tmp" / "exps" / "standalone" / "run" / "ab12"  # listed, without ab12.run
     running.mkdir(parents=True)
     with pytest.raises(SystemExit, match=r"exp show.*\n.*ab12\.run"):

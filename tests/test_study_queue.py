@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import run
 
-from stages import study
+from stages.experiments import local as study
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stages.core.params import ParamError
 from stages.envs import virl
-from stages.envs.city_images import SCENE_MARGIN, STYLES, random_scene, render_views
-from stages.params import ParamError
+from stages.envs.virl.images import SCENE_MARGIN, STYLES, random_scene, render_views
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"train": 30, "eval_id": 10, "eval_ood_rule": 10, "eval_ood_visual": 10, "corpus": 20}

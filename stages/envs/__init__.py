@@ -55,8 +55,8 @@ def independent_unit(record: dict) -> str:
 
 
 def get_env(name: str) -> Env:
+    from stages.core.params import ParamError
     from stages.envs import general_points, virl
-    from stages.params import ParamError
 
     if name not in ENV_NAMES:
         raise ParamError(f"env={name!r} is not allowed; use one of: {', '.join(ENV_NAMES)}")

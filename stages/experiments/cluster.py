@@ -47,6 +47,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.core.commands import dvc, git
+
 INSTALL = "pip install -c constraints.txt -e '.[cluster]'"
 LOG_TAIL = 30  # lines of a failed experiment's log in the report
 PROGRESS = ("Running stage", "Stage '")  # dvc's per-stage lines, echoed to the coordinator
@@ -137,7 +139,7 @@ def run_experiment(spec: dict) -> dict:
     shared = spec["checkpoints"]
     checkpoints = Path(shared) / spec["experiment"] if shared else task_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    # never empty, so a finished run's clean-up (stages/checkpoints.py) stops above the link, not removing it
+    # never empty, so a finished run's clean-up (training/checkpoints.py) stops above the link, keeping it
     (checkpoints / "EXPERIMENT").write_text(spec["experiment"] + "\n")
     env = {
         **os.environ,
@@ -180,33 +182,17 @@ def run_experiment(spec: dict) -> dict:
             "log_tail": log_path.read_text().splitlines()[-LOG_TAIL:]}  # fmt: skip
 
 
-def git(*args: str, strip: bool = True) -> str:
-    """git's stdout; a failure stops with one line."""
-    result = subprocess.run(["git", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"error: `git {' '.join(args)}` failed: {result.stderr.strip()}")
-    return result.stdout.strip() if strip else result.stdout
-
-
-def _dvc(*args: str) -> str:
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        message = (result.stderr.strip() or result.stdout.strip()).replace("\n", " ")
-        raise SystemExit(f"error: `dvc {' '.join(args)}` failed: {message}")
-    return result.stdout
-
-
 def dvc_remote_url(name: str | None) -> str:
     """The URL of a DVC remote (the default one when `name` is None), a relative path made absolute."""
     if name is None:
-        name = _dvc("remote", "default").strip()
+        name = dvc("remote", "default").strip()
         if not name:
             raise SystemExit("error: --dvc-remote: this repository has no default DVC remote; name one")
-    remotes = [line.split()[0] for line in _dvc("remote", "list").splitlines() if line.strip()]
+    remotes = [line.split()[0] for line in dvc("remote", "list").splitlines() if line.strip()]
     if name not in remotes:
         known = ", ".join(remotes) or "(none)"
         raise SystemExit(f"error: --dvc-remote={name!r} is not a DVC remote here; use one of: {known}")
-    url = _dvc("config", f"remote.{name}.url").strip()
+    url = dvc("config", f"remote.{name}.url").strip()
     # DVC reads a relative path in its config from .dvc/
     return url if "://" in url else str((Path(".dvc") / Path(url).expanduser()).resolve())
 
@@ -274,7 +260,7 @@ class RayEngine:
 
     def sync(self) -> None:
         """Fetch the study's experiments from the git remote (and their outputs from the DVC remote)."""
-        _dvc("exp", "pull", self.git_url)
+        dvc("exp", "pull", self.git_url)
 
     def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
         """Run experiments {name: params}; returns {name: why} of those that failed for good.

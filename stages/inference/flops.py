@@ -26,29 +26,26 @@ activations, the optimizer) is not counted, here or by FlopCounterMode.
 vLLM generates outside the watched modules: for it `generation_estimate` charges, per token, the same
 linear-layer FLOPs and the attention over the context it has, from the token counts TRL logs.
 
-`ComputeLog` puts the cumulative parts (flops/<part>) and their total (flops/total), summed over processes,
-into every step's log, so the curves, the run
-metrics, the FLOPs budget and a resumed run all read one count; `summary` turns the last log into the
-fields of metrics/<stage>.json.
+A training run logs these counts at every step (`ComputeLog`, stages/training/callbacks.py), so the
+curves, the run metrics, the FLOPs budget and a resumed run all read one count.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import re
 import time
 from collections import defaultdict
 
 import torch
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel
 
-from stages.modeling import VISION_TOWER
+from stages.core.private import fused_lm_head_flops
+from stages.inference.models import VISION_TOWER
 
 PARTS = ("train", "generation", "reference", "scoring")  # the post-training total
 KEY, TOTAL = "flops", "flops/total"  # log-history keys: flops/total and flops/<part>
-SECONDS = ("wall_s", "curves_s")
 
 
 class ComputeMeter:
@@ -107,25 +104,11 @@ class ComputeMeter:
                 self._part = "train"
             else:  # generate() passes its KV cache to every forward, prefill included
                 self._part = "generation" if kwargs.get("past_key_values") is not None else "scoring"
-            if kwargs.get("fused_lm_head"):
-                self._fused_head(module, kwargs)
+            head = fused_lm_head_flops(module, kwargs)  # TRL's fused LM head runs outside the module
+            if head is not None:
+                self.add(self._part, head)
 
         return hook
-
-    def _fused_head(self, model, kwargs) -> None:
-        """TRL's trainers call the model with `fused_lm_head=True` (trl.trainer.utils.add_fused_lm_head): the
-        LM head's matmuls then run in TRL's chunked log-prob kernel on `lm_head.weight`, not through the
-        module. Forward: one projection of the scored positions (all shifted positions; on a Triton device
-        only the labelled ones). Backward: the kernel recomputes the logits, then the hidden states' and the
-        weight's gradients: three more."""
-        labels = kwargs.get("shift_labels")
-        labels = kwargs["labels"][:, 1:] if labels is None else labels
-        on_triton = labels.device.type in ("cuda", "xpu") and importlib.util.find_spec("triton") is not None
-        positions = int((labels != -100).sum()) if on_triton else labels.numel()
-        weight = model.get_output_embeddings().weight
-        forward = 2 * weight.numel() * positions
-        backward = (1 + 1 + weight.requires_grad) * forward if torch.is_grad_enabled() else 0
-        self.add(self._part, forward + backward)
 
     def _charge(self, forward: float, backward: float, output: torch.Tensor, tower: bool) -> None:
         """The forward now; the backward when it runs, from a hook on the output's gradient. So a forward
@@ -206,91 +189,3 @@ def dimensions(model: torch.nn.Module) -> tuple[int, int]:
             heads, head_dim = _heads(module)
             attention += 4 * heads * head_dim
     return linear, attention
-
-
-class ComputeLog(TrainerCallback):
-    """Writes the run's cumulative cost into every step's log: FLOPs summed over processes (flops,
-    flops/<part>), and the seconds of the stage (wall_s, since the stage began at `start`) and of its curve
-    evaluations (curves_s). A resumed run starts from the last logged values, restored with the checkpoint,
-    so its counts and seconds add up every process that made the model. With `budget`, stops at the first
-    step whose total reaches it (grpo.max_flops). With `vllm` (the model's `dimensions`), generation runs
-    outside the watched modules and is estimated from the step's logged token counts."""
-
-    def __init__(
-        self,
-        meter: ComputeMeter,
-        accelerator,
-        start: float,
-        budget: float | None = None,
-        vllm: tuple[int, int] | None = None,
-        completions_per_step: int = 0,
-    ):
-        self.meter, self.accelerator, self.start, self.budget = meter, accelerator, start, budget
-        self.vllm, self.completions_per_step = vllm, completions_per_step
-        self.offset: dict[str, float] = {}
-        self.tokens_seen = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        last = next((log for log in reversed(state.log_history) if TOTAL in log), {})
-        self.offset = {
-            k: v for k, v in last.items() if k.startswith(KEY + "/") and k != TOTAL or k in SECONDS
-        }
-        self.offset.setdefault("wall_s", 0.0)
-        self.tokens_seen = last.get("num_tokens", 0)
-
-    def seconds(self) -> dict[str, float]:
-        """wall_s and curves_s so far, every process of a resumed run included."""
-        wall = self.offset["wall_s"] + time.perf_counter() - self.start
-        return {"wall_s": wall, "curves_s": self.offset.get("curves_s", 0.0) + self.meter.seconds}
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
-            return
-        if self.vllm is not None and "num_tokens" in logs:
-            # TRL logs the tokens of all processes: one process charges them, the reduce adds them up
-            completion = logs.get("completions/mean_length", 0.0) * self.completions_per_step
-            prompt = max(0.0, logs["num_tokens"] - self.tokens_seen - completion)
-            if self.accelerator.is_main_process:
-                self.meter.generation_estimate(prompt, completion, self.completions_per_step, *self.vllm)
-            self.tokens_seen = logs["num_tokens"]
-        names = (*PARTS, "vision", "curves")  # the same on every process: reduce needs equal shapes
-        local = torch.tensor([self.meter.flops[n] for n in names], dtype=torch.float64)
-        summed = self.accelerator.reduce(local.to(self.accelerator.device), "sum").cpu().tolist()
-        counts = {
-            f"{KEY}/{n}": self.offset.get(f"{KEY}/{n}", 0.0) + v for n, v in zip(names, summed, strict=True)
-        }
-        counts[TOTAL] = sum(counts.get(f"{KEY}/{part}", 0.0) for part in PARTS)
-        # Trainer.log appended this step's log to the history just before on_log
-        state.log_history[-1].update(counts | {k: round(v, 2) for k, v in self.seconds().items()})
-        if self.budget is not None and counts[TOTAL] >= self.budget:
-            print(f"flops budget: {counts[TOTAL]:.4g} >= {self.budget:.4g} at step {state.global_step}: stop")
-            control.should_training_stop = True
-
-
-def last_counts(log_history: list[dict]) -> dict[str, float]:
-    """The cumulative counts of the last step that logged them ({} before the first)."""
-    return next(
-        (
-            {k: v for k, v in log.items() if k.startswith(KEY)}
-            for log in reversed(log_history)
-            if TOTAL in log
-        ),
-        {},
-    )
-
-
-def cumulative(log_history: list[dict]) -> dict[int, float]:
-    """{step: the run's post-training FLOPs up to that step} (step 0: none)."""
-    return {0: 0.0} | {log["step"]: log[TOTAL] for log in log_history if TOTAL in log}
-
-
-def summary(log_history: list[dict], parameters: int, train_tokens: int, generated_tokens: int = 0) -> dict:
-    """The compute fields of metrics/<stage>.json: the total, each part, the paper's first-order figure."""
-    counts = last_counts(log_history)
-    parts = {name.removeprefix(KEY + "/"): round(v) for name, v in sorted(counts.items()) if name != TOTAL}
-    return {
-        "flops": round(counts.get(TOTAL, 0.0)),
-        "flops_parts": {part: parts.get(part, 0) for part in (*PARTS, "vision", "curves")},
-        # SFTvsRL's X = 6·N·D_trained + 2·N·D_generated, for comparison with the paper's axis
-        "flops_paper_formula": 6 * parameters * int(train_tokens) + 2 * parameters * int(generated_tokens),
-    }

@@ -26,8 +26,8 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from stages.core.params import ParamError
 from stages.envs import FEEDBACK_PREFIX
-from stages.params import ParamError
 
 PAD, UNK, END, USER, ASSISTANT = "<pad>", "<unk>", "<|end|>", "<|user|>", "<|assistant|>"
 # Qwen2-VL's image tokens: the processor expands IMAGE_PAD to one token per merged 28x28 image patch.

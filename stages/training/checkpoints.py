@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from stages.params import ParamError, get, integer
-from stages.provenance import TRAINING_LIBRARIES
+from stages.core.params import ParamError, get, integer
+from stages.core.provenance import TRAINING_LIBRARIES
 
 ROOT = Path("checkpoints")
 STATE = "trainer_state.json"  # written last: a checkpoint without it was cut short

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from stages.params import ParamError, get, integer
+from stages.core.params import ParamError, get, integer
 
 
 def launch_processes(stage: str, params) -> None:

@@ -2,8 +2,8 @@
 
 GRPOTrainer calls a reward function with the prompts, the completions and every other dataset column as
 keyword lists, one entry per completion: here `task`, the JSON the verifier needs. With verification
-iterations (stages/viter.py) the completion holds every attempt and `response`, the last attempt alone, is
-what gets verified.
+iterations (stages/training/viter.py) the completion holds every attempt and `response`, the last attempt
+alone, is what gets verified.
 """
 
 from __future__ import annotations

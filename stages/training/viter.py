@@ -3,7 +3,7 @@
 A failed answer gets the verifier's one-line reason as a user turn ("You failed this trial because ...") and
 the model answers again, up to `viter` attempts. The completion the trainer learns from holds every attempt
 with the feedback between them; `env_mask` keeps the feedback tokens out of the loss, and `response` (the last
-attempt alone) is what the reward function (stages/rewards.py) verifies.
+attempt alone) is what the reward function (stages/training/rewards.py) verifies.
 
 GRPOTrainer hands a rollout_func the prompts' message lists only, not their dataset rows, and prompt texts do
 not name a record: GP-VL leaves the cards to the image, so thousands of hands share a few dozen texts. Each
@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 
 import datasets
 
+from stages.core.params import ParamError
+from stages.core.private import generate_single_turn, tokenize_prompts
 from stages.envs import FEEDBACK_PREFIX, Env
-from stages.modeling import text_tokenizer
-from stages.params import ParamError
+from stages.inference.models import text_tokenizer
 
 RECORD = "record"  # the key of a prompt message that holds its record's id
 
@@ -41,7 +42,7 @@ def record_of(prompt: list[dict]) -> str:
     if record is None:
         raise ValueError(
             f"grpo.viter > 1: a prompt reached the rollout without its {RECORD!r} key, so its task is "
-            "unknown; build the prompts with stages.viter.with_record_keys"
+            "unknown; build the prompts with stages.training.viter.with_record_keys"
         )
     return record
 
@@ -64,8 +65,9 @@ def feedback_turn(processing_class, feedback: str) -> list[int]:
 
 
 def extend_token_fields(fields: dict, rows: list[int], extra: list[list[int]]) -> dict:
-    """The multimodal fields of the prompts `rows` (TRL's `_tokenize_prompts` output), for prompts that have
-    grown by `extra` tokens: per-token fields (Qwen2-VL's mm_token_type_ids) get zeros (text) for them."""
+    """The multimodal fields of the prompts `rows` (TRL's tokenized prompts, stages/core/private.py),
+    for prompts that have grown by `extra` tokens: per-token fields (Qwen2-VL's mm_token_type_ids) get zeros
+    (text) for them."""
     return {
         key: [value[i] + [0] * len(more) for i, more in zip(rows, extra, strict=True)]
         for key, value in fields.items()
@@ -102,7 +104,7 @@ class FeedbackRollout:
         tasks = [self.task(prompt) for prompt in prompts]  # before generating: a missing key fails at once
         processor = trainer.processing_class
         tokenizer = text_tokenizer(processor)
-        prompt_ids, images, fields = trainer._tokenize_prompts(prompts)  # TRL's own chat templating
+        prompt_ids, images, fields = tokenize_prompts(trainer, prompts)  # TRL's own chat templating
         completion, mask, logprobs = ([[] for _ in prompts] for _ in range(3))
         response = [""] * len(prompts)
         todo = list(range(len(prompts)))
@@ -110,8 +112,8 @@ class FeedbackRollout:
         for attempt in range(viter):
             # TRL's generation backend (transformers or colocated vLLM); one answer per open episode after
             # the first attempt, since every episode then has its own history.
-            ids, logps = trainer._generate_single_turn(
-                inputs, input_images, input_fields, trainer.num_generations if attempt == 0 else 1
+            ids, logps = generate_single_turn(
+                trainer, inputs, input_images, input_fields, trainer.num_generations if attempt == 0 else 1
             )
             retry = []
             for row, i in enumerate(todo):
@@ -133,7 +135,7 @@ class FeedbackRollout:
             if not todo:
                 break
             if images is not None:  # the retried prompts' images, their pixels and their grown token fields
-                _, input_images, input_fields = trainer._tokenize_prompts([prompts[i] for i in todo])
+                _, input_images, input_fields = tokenize_prompts(trainer, [prompts[i] for i in todo])
                 input_fields |= extend_token_fields(fields, todo, [completion[i] for i in todo])
         return {
             "prompt_ids": prompt_ids,

@@ -11,10 +11,10 @@ import json
 import random
 from collections.abc import Iterator, Mapping
 
-from stages.envs.card_images import BLACK_SUITS, RED_SUITS, SUITS, render_cards
+from stages.core.params import ParamError, check_int
+from stages.envs.general_points.images import BLACK_SUITS, RED_SUITS, SUITS, render_cards
 from stages.envs.general_points.prompts import Hand, answer_text, prompt_text
 from stages.envs.general_points.solver import combine, expr_steps, leaf, oracle_expr
-from stages.params import ParamError, check_int
 
 # The embedded default, copied to params.yaml under generate.gp (see docs/embedded_default.md).
 DEFAULTS: dict = {

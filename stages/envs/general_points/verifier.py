@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping
 from fractions import Fraction
 
+from stages.core.params import MISSING
 from stages.envs import Verdict
 from stages.envs.general_points.solver import apply_op, fmt
 
@@ -103,7 +104,6 @@ def _read(response, numbers: list[Fraction], target: Fraction, faults: _Faults) 
 
 _FIELD_RE = {name: re.compile(rf"""["']?{name}["']?\s*:\s*\[([^\]]*)\]""") for name in ("cards", "number")}
 _FORMULA_RE = re.compile(r"""["']?formula["']?\s*:\s*(?:"([^"\n]*)"|'([^'\n]*)'|([^,}\n]*))""")
-_MISSING = object()
 
 
 def _read_json(text: str, numbers: list[Fraction], target: Fraction, faults: _Faults) -> list[str] | None:
@@ -120,14 +120,14 @@ def _read_json(text: str, numbers: list[Fraction], target: Fraction, faults: _Fa
             except (ValueError, RecursionError):
                 continue
     if isinstance(obj, dict):
-        formula, cards, number = obj.get("formula"), obj.get("cards"), obj.get("number", _MISSING)
+        formula, cards, number = obj.get("formula"), obj.get("cards"), obj.get("number", MISSING)
     else:  # not JSON at all: pull the fields out with patterns
         match = _FORMULA_RE.search(text)
         formula = next((g for g in match.groups() if g is not None), None) if match else None
         cards, number = (_regex_list(text, name) for name in ("cards", "number"))
-        number = _MISSING if number is None else number
+        number = MISSING if number is None else number
 
-    if number is not _MISSING:
+    if number is not MISSING:
         listed = _as_numbers(number)
         if listed is None or Counter(listed) != Counter(numbers):
             faults.add(WRONG_NUMBERS, "the numbers you listed are not the cards' values.")

@@ -1,0 +1,1 @@
+"""The claims table: the findings (catalogue), their statistics (statistics) and the table (table)."""
