@@ -116,3 +116,10 @@ def test_every_pointer_in_code_and_errors_to_a_page_or_section_resolves():
             }:
                 broken.append(f"{file.relative_to(ROOT)}: {page}#{anchor}")
     assert files and broken == []
+
+
+def test_every_code_path_the_docs_name_exists():
+    """A moved or renamed module leaves no stale path in the README or docs/."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = {path for page in pages for path in re.findall(r"\bstages/[\w/]*\w(?:\.py)?", page.read_text())}
+    assert named and sorted(path for path in named if not (ROOT / path).exists()) == []

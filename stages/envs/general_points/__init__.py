@@ -9,6 +9,7 @@ The package has one module per job:
   generation.py  `generate`: config, hands, records and (GP-VL) card images for every split;
                  `iter_records` makes the same records lazily, one at a time (what the generate
                  stage writes).
+  images.py      GP-VL's card images (black suits for training, red for the visual-OOD set).
 
 Prompt styles. `json` is the paper's: the answer is {"cards": [...], "number": [...], "formula": ...}.
 `compact` suits a ~1M-parameter word-level model, every token separated by a space:
