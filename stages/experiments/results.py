@@ -16,7 +16,14 @@ from omegaconf import OmegaConf
 
 from stages.claims.catalogue import BENCHMARKS, SeedResults
 from stages.core.params import get
-from stages.core.paths import STUDIES
+from stages.core.paths import (
+    STUDIES,
+    benchmark_per_item,
+    eval_metrics,
+    eval_per_prompt,
+    live_dir,
+    stage_metrics,
+)
 from stages.core.storage import atomic_dir, write_json
 from stages.experiments.arms import (
     ARM_MODELS,
@@ -33,12 +40,12 @@ from stages.experiments.local import experiments
 # The files the claims read of one model, by their name under study/<name>/results/s<seed>/<model>/ ->
 # their path in the experiment that made the model; the first two are required.
 MODEL_FILES = {
-    "per_prompt.csv": "metrics/eval/per_prompt/{stage}.csv",
-    "eval.json": "metrics/eval/{stage}.json",
-    "training.json": "metrics/{stage}.json",
-    "curve.json": "metrics/{stage}_live/plots/custom/success_vs_flops.json",
-    "curve_per_prompt.csv": "metrics/{stage}_live/curve_per_prompt.csv",
-    "benchmark_items.csv": "metrics/benchmarks/per_item/{stage}.csv",
+    "per_prompt.csv": eval_per_prompt,
+    "eval.json": eval_metrics,
+    "training.json": stage_metrics,
+    "curve.json": lambda stage: live_dir(stage) / "plots" / "custom" / "success_vs_flops.json",
+    "curve_per_prompt.csv": lambda stage: live_dir(stage) / "curve_per_prompt.csv",
+    "benchmark_items.csv": benchmark_per_item,
 }
 
 
@@ -76,7 +83,7 @@ def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | Non
             # base and grpo come with every sft arm of the seed: one copy is enough
             if model in files:
                 continue
-            paths = {file: path.format(stage=stage) for file, path in MODEL_FILES.items()}
+            paths = {file: str(path(stage)) for file, path in MODEL_FILES.items()}
             if stage == "base":
                 del paths["training.json"], paths["curve.json"], paths["curve_per_prompt.csv"]
             if not fs.exists(paths["per_prompt.csv"]):
@@ -86,7 +93,7 @@ def read_experiments(name: str, kept_env: str | None = None) -> StudyFiles | Non
                 )
             files[model] = {file: fs.read_text(path) for file, path in paths.items() if fs.exists(path)}
             made_by[model] = experiment
-        files.setdefault("score", {"score.json": fs.read_text("metrics/score.json")})
+        files.setdefault("score", {"score.json": fs.read_text(str(stage_metrics("score")))})
     return study
 
 

@@ -1,23 +1,39 @@
-"""A study's experiments in rounds, through an engine: `LocalQueue` (stages/experiments/local.py) or
-`RayEngine` (stages/experiments/cluster.py). Both have the same interface:
-
-    engine.start(study)          # before the first round
-    engine.run(todo, lock)       # {experiment: params} -> {experiment: why} of those that failed for good
-    engine.sync()                # after a round: the experiments made so far, here
-    engine.stop()                # after the last round, also after a failure
-"""
+"""A study's experiments in rounds, through an `Engine`: `LocalQueue` (stages/experiments/local.py) or
+`RayEngine` (stages/experiments/cluster.py)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Protocol
 
 from stages.experiments.arms import arm_params
 from stages.experiments.local import LocalQueue, experiment_lock, experiments
 from stages.experiments.results import kept_experiments
 
 
+class Engine(Protocol):
+    """What runs a round's experiments."""
+
+    def start(self, study: str) -> None:
+        """Before the first round."""
+
+    def run(self, todo: dict[str, dict], lock: str | None = None) -> dict[str, str]:
+        """Run {experiment: params}; {experiment: why} of those that failed for good."""
+
+    def sync(self) -> None:
+        """After a round: the experiments made so far, here."""
+
+    def stop(self) -> None:
+        """After the last round, also after a failure."""
+
+
 def run_study(
-    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], jobs: int, engine=None
+    name: str,
+    seeds: list[int],
+    arms: list[str],
+    overrides: dict[str, str],
+    jobs: int,
+    engine: Engine | None = None,
 ) -> None:
     """Run the experiments not made yet, in three rounds, each round through the engine (default: the local
     queue with `jobs` workers).
@@ -45,7 +61,7 @@ def run_study(
 
 
 def run_rounds(
-    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], engine
+    name: str, seeds: list[int], arms: list[str], overrides: dict[str, str], engine: Engine
 ) -> tuple[int, dict[str, str]]:
     """The rounds of run_study; returns how many experiments ran and {name: why} of those that failed."""
     engine.sync()
