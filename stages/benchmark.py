@@ -6,9 +6,10 @@ Off by default: with `benchmark.names: []` the stage loads no model and writes a
 metrics/benchmarks/<model>.json, so the default `dvc repro` computes nothing more. Otherwise it reads each
 named benchmark from `benchmark.paths.<name>` (a folder under data/benchmarks, the stage's DVC dependency),
 answers every item greedily with the rollout engine (transformers or vLLM, batched) and scores it as the
-benchmark's own evaluation does (stages/benchmarks/, docs/benchmarks.md). Writes
-metrics/benchmarks/<model>.json (accuracy per benchmark and their average) and
-metrics/benchmarks/per_item/<model>.csv (every item's verdict and extracted answer).
+benchmark's own evaluation does (stages/benchmarks/, docs/benchmarks.md), and strictly: a response that
+states several answers is wrong under strict accuracy. Writes metrics/benchmarks/<model>.json (official and
+strict accuracy per benchmark and their averages) and metrics/benchmarks/per_item/<model>.csv (every item's
+official and strict verdict and the extracted answer).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from omegaconf import ListConfig, OmegaConf
 
 from stages.benchmarks.catalogue import BENCHMARKS, benchmark, conversation, read_benchmark
-from stages.benchmarks.scoring import score
+from stages.benchmarks.scoring import Verdict, grade
 from stages.core.params import ParamError, get, integer, load_params
 from stages.core.paths import BENCHMARK_DATA, MODELS, benchmark_metrics, benchmark_per_item
 
 ROOT = BENCHMARK_DATA  # every copy lives here: the folder is the stage's dependency in dvc.yaml
-PER_ITEM_FIELDS = ["benchmark", "id", "correct", "extracted"]
+PER_ITEM_FIELDS = ["benchmark", "id", "correct", "strict", "extracted"]
 
 
 def benchmark_names(params) -> list[str]:
@@ -60,12 +61,25 @@ def copy_path(params, name: str) -> Path:
     return path
 
 
-def summarize(items_by_name: dict[str, list], verdicts: dict[str, list[bool]]) -> dict[str, dict]:
+def summarize(items_by_name: dict[str, list], verdicts: dict[str, list[Verdict]]) -> dict[str, dict]:
+    """Per benchmark: the official accuracy (`accuracy`, `correct`) and the strict one (`strict_accuracy`,
+    `strict_correct`), over `items`."""
     sections = {}
     for name, items in items_by_name.items():
-        correct = sum(verdicts[name])
-        sections[name] = {"accuracy": round(correct / len(items), 4), "correct": correct, "items": len(items)}
+        correct = sum(v.correct for v in verdicts[name])
+        strict = sum(v.strict for v in verdicts[name])
+        sections[name] = {
+            "accuracy": round(correct / len(items), 4),
+            "correct": correct,
+            "items": len(items),
+            "strict_accuracy": round(strict / len(items), 4),
+            "strict_correct": strict,
+        }
     return sections
+
+
+def average(sections: dict[str, dict], key: str) -> float:
+    return round(sum(s[key] for s in sections.values()) / len(sections), 4)
 
 
 def write_empty(model: str) -> None:
@@ -121,17 +135,27 @@ def main(argv: list[str]) -> None:
         outputs = engine.generate([conversation(item) for item in items], 1, 0.0, 1.0, max_new_tokens)
         verdicts[name] = []
         for item, [(text, generated)] in zip(items, outputs, strict=True):
-            correct, extracted = score(item, text)
-            verdicts[name].append(correct)
+            verdict = grade(item, text)
+            verdicts[name].append(verdict)
             tokens += generated
-            rows.append({"benchmark": name, "id": item.id, "correct": int(correct), "extracted": extracted})
-        print(f"benchmark {model} on {name}: {sum(verdicts[name])}/{len(items)} correct")
+            rows.append(
+                {
+                    "benchmark": name,
+                    "id": item.id,
+                    "correct": int(verdict.correct),
+                    "strict": int(verdict.strict),
+                    "extracted": verdict.extracted,
+                }
+            )
+        correct, strict = sum(v.correct for v in verdicts[name]), sum(v.strict for v in verdicts[name])
+        print(f"benchmark {model} on {name}: {correct}/{len(items)} correct, {strict} strictly")
     wall = time.perf_counter() - start
     sections = summarize(items_by_name, verdicts)
     metrics = {
         "model": model,
         "benchmarks": sections,
-        "average": round(sum(s["accuracy"] for s in sections.values()) / len(sections), 4),
+        "average": average(sections, "accuracy"),
+        "strict_average": average(sections, "strict_accuracy"),
         "limit": limit,
         "max_new_tokens": max_new_tokens,
         "engine": engine_name,
@@ -143,7 +167,8 @@ def main(argv: list[str]) -> None:
     write_csv(benchmark_per_item(model), rows, fields=PER_ITEM_FIELDS)
     write_json(benchmark_metrics(model), metrics)
     print(
-        f"benchmark {model}: average {metrics['average']} over {', '.join(names)}; "
+        f"benchmark {model}: average {metrics['average']} (strict {metrics['strict_average']}) over "
+        f"{', '.join(names)}; "
         f"wrote {benchmark_metrics(model)}"
     )
 

@@ -13,9 +13,9 @@ Reads metrics/eval/<model>.json (evaluate) and metrics/{base,score,split,sft,grp
   envs, so the plots stay empty rather than failing).
 
 A model whose stage has not run shows "-". Where the benchmark stage ran benchmarks
-(metrics/benchmarks/<model>.json), the summary adds a table of their accuracies and
-metrics/report/benchmarks/<model>.csv, the data of the benchmark plot; without benchmarks every output is as
-before.
+(metrics/benchmarks/<model>.json), the summary adds a table of their accuracies, official and strict, and
+metrics/report/benchmarks/<model>.csv (official accuracy), the data of the benchmark plot; without benchmarks
+every output is as before.
 """
 
 from __future__ import annotations
@@ -154,41 +154,76 @@ def markdown(rows: dict, evals: list[str], header: str, details: dict[str, dict]
     return "\n".join(lines) + "\n"
 
 
-def benchmark_rows(results: dict[str, dict | None]) -> dict[str, dict]:
-    """{model: {benchmark: accuracy, ..., average, delta_average}} for the models that ran benchmarks; the
-    delta is against base where base ran the same benchmarks."""
-    rows = {}
-    for model, result in results.items():
-        if result and result.get("benchmarks"):
-            rows[model] = {name: section["accuracy"] for name, section in result["benchmarks"].items()}
-            rows[model]["average"] = result["average"]
+# The keys of a benchmark row that name no benchmark
+BENCHMARK_SUMMARY_KEYS = ("average", "delta_average", "strict")
+
+
+def benchmark_row(result: dict, accuracy: str, average: str) -> dict | None:
+    """{benchmark: accuracy, ..., average} of one model's benchmark metrics, by the official fields
+    (accuracy, average) or the strict ones; None where the file has no such fields (made before strict)."""
+    sections = result["benchmarks"]
+    if average not in result or any(accuracy not in section for section in sections.values()):
+        return None
+    return {name: section[accuracy] for name, section in sections.items()} | {"average": result[average]}
+
+
+def add_deltas(rows: dict[str, dict]) -> None:
+    """delta_average against base, for the rows that ran the benchmarks base ran."""
     base = rows.get("base")
     ran_by_base = set(base or {})
     for row in rows.values():
         if base is not None and set(row) == ran_by_base:
             row["delta_average"] = round(row["average"] - base["average"], 4)
+
+
+def benchmark_rows(results: dict[str, dict | None]) -> dict[str, dict]:
+    """{model: {benchmark: accuracy, ..., average, delta_average, strict}} for the models that ran benchmarks;
+    the delta is against base where base ran the same benchmarks. `strict` holds the same numbers by strict
+    accuracy (docs/benchmarks.md#strict-accuracy), where the metrics have them."""
+    ran = {model: result for model, result in results.items() if result and result.get("benchmarks")}
+    rows = {model: benchmark_row(result, "accuracy", "average") for model, result in ran.items()}
+    strict = {
+        model: benchmark_row(result, "strict_accuracy", "strict_average") for model, result in ran.items()
+    }
+    rows, strict = ({m: row for m, row in table.items() if row is not None} for table in (rows, strict))
+    add_deltas(rows)
+    add_deltas(strict)
+    for model, row in rows.items():
+        if model in strict:
+            row["strict"] = strict[model]
     return rows
 
 
 def benchmark_markdown(rows: dict[str, dict], results: dict[str, dict | None]) -> str:
-    names = sorted(
-        {name for row in rows.values() for name in row if name not in ("average", "delta_average")}
-    )
+    """The benchmark table: a row per model by the official parse and, where the metrics have it, a row
+    under it by strict accuracy."""
+    names = sorted({name for row in rows.values() for name in row if name not in BENCHMARK_SUMMARY_KEYS})
     first = next(result for result in results.values() if result and result.get("benchmarks"))
     limit = "all items" if first["limit"] is None else f"the first {first['limit']} items of each"
+    caption = (
+        "Reasoning benchmarks (stage `benchmark`): accuracy of greedy answers of at most "
+        f"{first['max_new_tokens']} tokens, {limit}; Δ average is against base."
+    )
+    strict = any("strict" in row for row in rows.values())
+    if strict:
+        caption += (
+            " The rows `<model> strict` give strict accuracy, which counts no answer that states several"
+            " options or boxed answers (docs/benchmarks.md); the others, the benchmarks' official parse."
+        )
     lines = [
         "",
-        "Reasoning benchmarks (stage `benchmark`): accuracy of greedy answers of at most "
-        f"{first['max_new_tokens']} tokens, {limit}; Δ average is against base.",
+        caption,
         "",
         "| model | " + " | ".join(names) + " | average | Δ average |",
         "|" + "---|" * (len(names) + 3),
     ]
     for model in MODELS:
         row = rows.get(model, {})
-        delta = "" if model == "base" and row else fmt(row.get("delta_average"), "+.3f")
-        cells = [fmt(row.get(name)) for name in names] + [fmt(row.get("average")), delta]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        labels = [(model, row)] + ([(f"{model} strict", row.get("strict", {}))] if strict else [])
+        for label, numbers in labels:
+            delta = "" if model == "base" and numbers else fmt(numbers.get("delta_average"), "+.3f")
+            cells = [fmt(numbers.get(name)) for name in names] + [fmt(numbers.get("average")), delta]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

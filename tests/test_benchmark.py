@@ -3,13 +3,15 @@
 A few items of each benchmark are written here in its release's schema (parquet with {bytes, path} image
 structs, or jsonl with image files), images drawn with Pillow. Checked: the readers, the prompts, the answer
 extraction and scoring (reference answers score 100%, wrong answers 0%, math-verify's equivalences, an
-option's text for its letter), random responses, bad copies and params, and runs on real models: a micro
-`dvc repro benchmark` on the embedded models, and direct stage calls on the tiny Qwen2 and Qwen2-VL
-checkpoints of tests/test_real_checkpoint.py and tests/test_vl.py.
+option's text for its letter), strict accuracy (hedges, malformed boxes; fuzzed with hypothesis), random
+responses, bad copies and params, and runs on real models: a micro `dvc repro benchmark` on the embedded
+models (a changed copy reruns it), and direct stage calls on the tiny Qwen2 and Qwen2-VL checkpoints of
+tests/test_real_checkpoint.py and tests/test_vl.py.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import time
@@ -27,7 +29,18 @@ from PIL import Image, ImageDraw
 from stages import benchmark as benchmark_stage
 from stages import report
 from stages.benchmarks.catalogue import BENCHMARKS, BOXED_SUFFIX, Item, read_benchmark
-from stages.benchmarks.scoring import benchmark_average, extract_choice, free_form_correct, score
+from stages.benchmarks.scoring import (
+    LETTERS,
+    benchmark_average,
+    boxed_all,
+    committed_choices,
+    extract_choice,
+    free_form_correct,
+    grade,
+    one_boxed_answer,
+    score,
+    strict_choice,
+)
 from stages.core.params import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,6 +359,9 @@ def test_reference_answers_score_all_and_wrong_answers_none(copies, name):
     assert [score(item, wrong)[0] for item, (_, wrong) in zip(items, answers, strict=True)] == [False] * len(
         items
     )
+    # each reference answer commits to one answer: strictly right too; a wrong one is strictly wrong
+    assert all(grade(item, right).strict for item, (right, _) in zip(items, answers, strict=True))
+    assert not any(grade(item, wrong).strict for item, (_, wrong) in zip(items, answers, strict=True))
 
 
 def test_prompts_follow_each_benchmark(copies):
@@ -403,6 +419,225 @@ def test_random_responses_never_crash_the_extractors(response):
         assert isinstance(correct, bool) and len(extracted) <= 200
 
 
+# ------------------------------------------------------------------------------------------ strict accuracy
+
+LENGTHS = ["3 cm", "4 cm", "5 cm", "6 cm"]  # option texts, none inside another
+VALUES = ["\\frac{1}{2}", "\\frac{3}{4}", "2"]  # options a response may give by value (math-verify)
+
+
+@pytest.mark.parametrize(
+    ("response", "choices", "official", "strict"),
+    [
+        # one answer: both parses agree
+        ("The answer is (B).", LENGTHS, "B", "B"),
+        ("Options: (A) 3 cm (B) 4 cm (C) 5 cm (D) 6 cm. The answer is (C).", LENGTHS, "C", "C"),
+        ("The correct option is D.", LENGTHS, "D", "D"),
+        ("5 cm", LENGTHS, "C", "C"),
+        ("0.5", VALUES, "A", "A"),
+        ("x = 0.5, since half of it is shaded", VALUES, "A", "A"),
+        # hedges: the official parse takes the last, strict none
+        ("(A) (B) (C) (D)", LENGTHS, "D", None),
+        ("A or C", LENGTHS, "C", None),
+        ("\\boxed{A}, \\boxed{C}", LENGTHS, "C", None),
+        ("The answer is A or C.", LENGTHS, "A", None),
+        ("the answer is a or c", LENGTHS, "A", None),
+        ("Answer: B, D", LENGTHS, "B", None),
+        ("Answer: A B C D", LENGTHS, "A", None),
+        ("(A) B C D", LENGTHS, "A", None),
+        ("The answer is A. Wait, no: the answer is B.", LENGTHS, "B", None),
+        ("\\boxed{B \\text{ or } D}", LENGTHS, "D", None),
+        ("3 cm or 5 cm", LENGTHS, "C", None),
+        ("\\boxed{3 cm}, \\boxed{4 cm}", LENGTHS, "B", None),
+        ("0.5 or 0.75", VALUES, "B", None),
+        ("\\boxed{0.5} or \\boxed{0.75}", VALUES, "B", None),
+        # an unbalanced \boxed{: no box, the text around it counts
+        ("\\boxed{B", LENGTHS, "B", "B"),
+        ("\\boxed{A} then \\boxed{C", LENGTHS, "C", None),  # boxed A, mentions C: no single answer
+        # an empty \boxed{} states nothing
+        ("\\boxed{}", LENGTHS, None, None),
+        ("\\boxed{} (B)", LENGTHS, "B", "B"),
+        ("\\boxed{B} \\boxed{}", LENGTHS, "B", "B"),
+        # nested braces
+        ("\\boxed{\\boxed{B}}", LENGTHS, "B", "B"),
+        ("\\boxed{\\text{\\textbf{C}}}", LENGTHS, "C", "C"),
+        ("\\boxed{\\text{(b)}}", LENGTHS, "B", "B"),
+        ("\\boxed{\\frac{3}{4}}", VALUES, "B", "B"),
+    ],
+)
+def test_strict_credits_one_answer_and_no_hedge(response, choices, official, strict):
+    assert extract_choice(response, choices) == official
+    assert strict_choice(response, choices) == strict
+    for gold in LETTERS[: len(choices)]:
+        verdict = grade(Item("mmmu", "1", "q", gold, True, choices), response)
+        assert (verdict.correct, verdict.strict) == (gold == official, gold == strict)
+
+
+@pytest.mark.parametrize(
+    ("gold", "response", "official", "strict"),
+    [
+        ("72", "\\boxed{72}", True, True),
+        ("72", "The total is 72.", True, True),  # no box: the response's answer
+        # several boxes: one answer when they state the same value, else a hedge
+        ("72", "\\boxed{72}, so \\boxed{72.0}", True, True),
+        ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}} = \\boxed{0.5}", True, True),
+        ("72", "\\boxed{71} or \\boxed{72}", False, False),  # math-verify reads the boxes as a set
+        ("72", "\\boxed{72}\n\nWait: \\boxed{73}", False, False),
+        ("1, 2", "\\boxed{1} and \\boxed{2}", True, True),  # a gold of several values, boxed one by one
+        # unbalanced
+        ("72", "\\boxed{72", False, False),
+        ("72", "\\boxed{72} \\boxed{7", True, True),  # the unclosed box states nothing
+        ("72", "\\boxed{7 \\boxed{72}", True, True),
+        ("72", "\\boxed{72}}}}", True, True),
+        # empty
+        ("72", "\\boxed{}", False, False),
+        ("72", "\\boxed{72} \\boxed{}", False, False),  # math-verify reads "72,"
+        # nested braces
+        ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}", True, True),
+        ("3", "\\boxed{\\boxed{3}}", True, True),
+        ("(3, \\frac{\\pi}{2})", "\\boxed{(3, \\frac{\\pi}{2})}", True, True),
+    ],
+)
+def test_strict_free_form_counts_one_boxed_answer(gold, response, official, strict):
+    verdict = grade(Item("math500", "1", "q", gold, False), response)
+    assert (verdict.correct, verdict.strict) == (official, strict)
+
+
+def test_boxes_and_their_answers():
+    assert boxed_all("\\boxed{\\frac{1}{2}} and \\boxed{3}") == ["\\frac{1}{2}", "3"]
+    assert boxed_all("\\boxed{a \\boxed{b}}") == ["a \\boxed{b}", "b"]  # in the order they open
+    assert boxed_all("\\boxed{3") == [] and boxed_all("}}\\boxed{}{") == [""]
+    assert not one_boxed_answer("\\boxed{72} \\boxed{73}")
+    assert not one_boxed_answer("\\boxed{72} \\boxed{\\boxed{73}}")  # the inner box is the answer
+    assert one_boxed_answer("\\boxed{1.23} \\boxed{1.2}", precision=1)  # MathVista compares at its precision
+    assert not one_boxed_answer("\\boxed{1.23} \\boxed{1.2}")
+    assert not one_boxed_answer("".join(f"\\boxed{{{n}}}" for n in range(1, 30)))
+    assert one_boxed_answer("\\boxed{} \\boxed{ } \\boxed{72}") and one_boxed_answer("no box")
+
+
+# Hedges built from every option: each in a form that states it as an answer, or each merely mentioned.
+STATED = (
+    lambda x: f"\\boxed{{{x}}}",
+    lambda x: f"The answer is {x}.",
+    lambda x: f"Answer: ({x})",
+    lambda x: f"the correct option is {x}",
+    lambda x: f"\\boxed{{\\text{{{x}}}}}",
+)
+MENTIONED = (lambda x: x, lambda x: f"({x})", lambda x: f"{x}.")
+SEPARATORS = st.sampled_from([" ", ", ", " or ", "\n", " / ", "; ", " and ", "\n\n", " hmm, "])
+# Noise opens braces and boxes and closes none: a box closed in noise could state one option alone
+NOISE = st.sampled_from(["", "so", "I think", "maybe", "it could be", "either", "42", "$x$", "{", "\\boxed{"])
+
+
+def hedge(draw, parts: list[str]) -> str:
+    pieces = [draw(NOISE)]
+    for part in draw(st.permutations(parts)):
+        pieces += [part, draw(SEPARATORS), draw(NOISE)]
+    return " ".join(pieces)
+
+
+@st.composite
+def every_option(draw) -> tuple[str, list[str], int]:
+    """(a response naming every option, the options, the number of letters when none are listed)."""
+    choices, letters = draw(st.sampled_from([(LENGTHS, 5), (LENGTHS[:2], 5), ([], 5), ([], 4)]))
+    allowed = LETTERS[: len(choices) or letters]
+    kind = draw(st.sampled_from(["stated", "mentioned", "texts"] if choices else ["stated", "mentioned"]))
+    if kind == "texts":
+        return hedge(draw, list(choices)), choices, letters
+    forms = STATED if kind == "stated" else MENTIONED
+    return hedge(draw, [draw(st.sampled_from(forms))(x) for x in allowed]), choices, letters
+
+
+@settings(max_examples=300, deadline=2000)
+@given(every_option())
+def test_a_response_naming_every_option_is_never_strictly_correct(case):
+    response, choices, letters = case
+    allowed = LETTERS[: len(choices) or letters]
+    assert extract_choice(response, choices, letters) in allowed  # the official parse credits one of them
+    assert committed_choices(response, choices, letters) == set(allowed)
+    assert strict_choice(response, choices, letters) is None
+
+
+# Responses from the pieces the parsers look for, in any order: letters, boxes (closed, unclosed, empty,
+# nested), answer statements, option texts and values, braces, connectors.
+PIECES = [
+    "A", "B", "C", "D", "E", "(A)", "(c)", "b", "\\boxed{", "}", "{", "\\boxed{B}", "\\boxed{}", "\\text{",
+    "The answer is", "Answer:", "the correct option is", " or ", ", ", " and ", "\n", "3 cm", "5 cm", "0.5",
+    "\\frac{1}{2}", "72", "73", "$", "(", ")", "maybe", "x", " ",
+]  # fmt: skip
+RESPONSES = (
+    st.text(max_size=300)
+    | st.from_regex(r"[\\{}()$0-9a-eA-E^_ .,=+-/*]{0,200}", fullmatch=True)
+    | st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+)
+MC_ITEMS = [
+    Item("mmmu", "1", "q", "B", True, LENGTHS),
+    Item("mathvista", "1", "q", "A", True, VALUES),
+    Item("mathverse", "1", "q", "C", True, []),  # options only in the question: letters A-E
+]
+
+
+@settings(max_examples=200, deadline=3000)
+@given(RESPONSES, st.sampled_from(MC_ITEMS), st.sampled_from("ABCD"))
+def test_fuzz_choice_strict_never_above_official(response, item, letter):
+    official = extract_choice(response, item.choices)
+    strict = strict_choice(response, item.choices)
+    assert official is None or official in LETTERS[: len(item.choices) or 5]
+    assert strict in (official, None)  # strict never credits what the official parse does not
+    assert strict is None or committed_choices(response, item.choices) == {strict}
+    verdict = grade(item, response)
+    assert verdict.correct == (official == item.answer) and verdict.strict <= verdict.correct
+    # Once a response states an option as its answer, strict credits no other option
+    if letter in LETTERS[: len(item.choices) or 5]:
+        for said in (f"{response} The answer is {letter}.", f"{response} \\boxed{{{letter}}}"):
+            assert strict_choice(said, item.choices) in (letter, None)
+
+
+@settings(max_examples=100, deadline=3000)
+@given(
+    RESPONSES,
+    st.sampled_from(["72", "\\frac{1}{2}", "1, 2"]),
+    st.lists(st.integers(-99, 99), min_size=2, max_size=4, unique=True),
+    SEPARATORS,
+)
+def test_fuzz_free_form_strict_never_above_official(response, gold, numbers, separator):
+    item = Item("math500", "1", "q", gold, False)
+    verdict = grade(item, response)
+    assert verdict.strict <= verdict.correct
+    # several different boxed numbers are no single answer, for any gold among them
+    hedged = response + " " + separator.join(f"\\boxed{{{n}}}" for n in numbers)
+    assert not one_boxed_answer(hedged)
+    for n in numbers:
+        assert not grade(Item("gsm8k", "1", "q", str(n), False), hedged).strict
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "\\boxed{" * 570,
+        "\\boxed{A}" * 440,
+        "\\boxed{" * 300 + "B" + "}" * 300,
+        "{" * 4000,
+        "(" * 4000,
+        "the answer is A or " * 210,
+        "Answer: A" + " ," * 1900 + "!",  # a long run of connectors: a nested quantifier would backtrack
+        "A B C D " * 500,
+        "3 cm 4 cm " * 400,
+        "0.5, " * 800,
+        "1 or " * 800,
+        "a" * 4000,
+        "9^" * 200_000 + " \\boxed{B}",
+    ],
+)
+def test_strict_work_is_bounded_on_adversarial_responses(response):
+    start = time.perf_counter()
+    for item in (*MC_ITEMS, Item("mmmu", "1", "q", "A", True, ["a", "aa", "aaa", "aaaa"])):
+        verdict = grade(item, response)
+        assert verdict.strict <= verdict.correct
+        committed_choices(response, item.choices)
+    assert grade(Item("gsm8k", "1", "q", "72", False), response).strict in (True, False)
+    assert time.perf_counter() - start < 10
+
+
 def test_scoring_works_outside_the_main_thread():
     """math-verify's signal-based timeouts refuse other threads (ValueError); scoring turns them off there."""
     import threading
@@ -420,6 +655,35 @@ def test_a_huge_response_is_cut_before_parsing():
     start = time.perf_counter()
     assert score(Item("gsm8k", "1", "q", "72", False), "9^" * 200_000 + " \\boxed{72}")[0]
     assert time.perf_counter() - start < 10
+
+
+def test_the_stage_reports_strict_accuracy_beside_the_official_one():
+    items = {"gsm8k": [Item("gsm8k", "1", "q", "72", False), Item("gsm8k", "2", "q", "3", False)]}
+    items["mmmu"] = [Item("mmmu", str(i), "q", "D", True, LENGTHS) for i in range(4)]
+    responses = {
+        "gsm8k": ["\\boxed{72}", "\\boxed{3}"],
+        "mmmu": ["(A) (B) (C) (D)", "The answer is (D).", "A or D", "\\boxed{D}"],  # two hedges
+    }
+    verdicts = {
+        name: [grade(i, r) for i, r in zip(items[name], responses[name], strict=True)] for name in items
+    }
+    sections = benchmark_stage.summarize(items, verdicts)
+    assert sections["gsm8k"] == {
+        "accuracy": 1.0,
+        "correct": 2,
+        "items": 2,
+        "strict_accuracy": 1.0,
+        "strict_correct": 2,
+    }
+    assert sections["mmmu"] == {
+        "accuracy": 1.0,
+        "correct": 4,
+        "items": 4,
+        "strict_accuracy": 0.5,
+        "strict_correct": 2,
+    }
+    assert benchmark_stage.average(sections, "accuracy") == 1.0
+    assert benchmark_stage.average(sections, "strict_accuracy") == 0.75
 
 
 def test_benchmark_average_compares_models_on_the_same_benchmarks():
@@ -453,16 +717,27 @@ def run_stage(directory: Path, model: str, monkeypatch) -> dict:
     return json.loads((directory / "metrics" / "benchmarks" / f"{model}.json").read_text())
 
 
+def read_items(per_item: Path) -> list[dict]:
+    assert per_item.read_text().splitlines()[0] == "benchmark,id,correct,strict,extracted"
+    with per_item.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def check_metrics(metrics: dict, names: list[str], limit: int, per_item: Path) -> None:
     assert list(metrics["benchmarks"]) == names
     for section in metrics["benchmarks"].values():
-        assert section["items"] == limit and 0 <= section["correct"] <= limit
+        assert section["items"] == limit and 0 <= section["strict_correct"] <= section["correct"] <= limit
         assert section["accuracy"] == round(section["correct"] / limit, 4)
-    rows = per_item.read_text().splitlines()
-    assert rows[0] == "benchmark,id,correct,extracted" and len(rows) == 1 + limit * len(names)
-    assert sum(int(row.split(",")[2]) for row in rows[1:]) == sum(
-        s["correct"] for s in metrics["benchmarks"].values()
-    )
+        assert section["strict_accuracy"] == round(section["strict_correct"] / limit, 4)
+    for key, accuracy in (("average", "accuracy"), ("strict_average", "strict_accuracy")):
+        assert metrics[key] == round(sum(s[accuracy] for s in metrics["benchmarks"].values()) / len(names), 4)
+    rows = read_items(per_item)
+    assert len(rows) == limit * len(names) and all(int(row["strict"]) <= int(row["correct"]) for row in rows)
+    for name, section in metrics["benchmarks"].items():
+        assert sum(int(row["correct"]) for row in rows if row["benchmark"] == name) == section["correct"]
+        assert (
+            sum(int(row["strict"]) for row in rows if row["benchmark"] == name) == section["strict_correct"]
+        )
 
 
 @pytest.mark.slow
@@ -514,25 +789,47 @@ def test_dvc_exp_run_benchmarks_every_model(benchmarked):
         per_item = benchmarked / "metrics" / "benchmarks" / "per_item" / f"{model}.csv"
         check_metrics(metrics, ["gsm8k", "math500"], 2, per_item)
         assert metrics["engine"] == "hf" and metrics["items_per_s"] > 0
-        assert metrics["average"] == round(
-            (metrics["benchmarks"]["gsm8k"]["accuracy"] + metrics["benchmarks"]["math500"]["accuracy"]) / 2, 4
-        )
     status = run(["dvc", "status", "benchmark"], benchmarked).stdout
     assert "changed" not in status, status  # the copies are dependencies, recorded in dvc.lock
     results = {m: json.loads((benchmarked / f"metrics/benchmarks/{m}.json").read_text()) for m in MODELS}
     table = report.benchmark_markdown(report.benchmark_rows(results), results)
     assert "| model | gsm8k | math500 | average | Δ average |" in table
-    assert all(f"| {model} | " in table for model in MODELS) and " - " not in table.split("|---|")[-1]
+    assert all(f"| {model} | " in table and f"| {model} strict | " in table for model in MODELS)
+    assert " - " not in table.split("|---|")[-1]
 
 
 @pytest.mark.slow
 def test_a_changed_copy_reruns_the_stage(benchmarked, tmp_path):
+    """A changed copy reruns the stage, which then scores the changed copy: the first MATH-500 item gets a new
+    unique_id, which its row in the per-item file then names; only that copy's rows change."""
     repo = copy_repo(benchmarked, tmp_path / "repo")
-    run(["dvc", "unprotect", "data/benchmarks/gsm8k"], repo)
-    with (repo / "data/benchmarks/gsm8k/main/test-00000-of-00001.parquet").open("ab") as f:
-        f.write(b"\0")
+    per_item = repo / "metrics" / "benchmarks" / "per_item" / "base.csv"
+    before = read_items(per_item)
+    assert [row["id"] for row in before if row["benchmark"] == "math500"] == [
+        "test/prealgebra/1.json",
+        "test/precalculus/807.json",
+    ]
+    run(["dvc", "unprotect", "data/benchmarks/math500"], repo)
+    copy = repo / "data" / "benchmarks" / "math500" / "test.jsonl"
+    rows = [json.loads(line) for line in copy.read_text().splitlines()]
+    rows[0]["unique_id"] = "test/prealgebra/changed.json"
+    write_jsonl(copy, rows)
     status = run(["dvc", "status", "benchmark@base"], repo).stdout
     assert "data/benchmarks" in status and "modified" in status, status
+    run(["dvc", "add", "data/benchmarks/math500"], repo)  # the copy's new version, as a user records it
+    output = run(["dvc", "repro", "benchmark@base"], repo).stdout
+    after = read_items(per_item)
+    assert [row["id"] for row in after if row["benchmark"] == "math500"] == [
+        "test/prealgebra/changed.json",
+        "test/precalculus/807.json",
+    ]
+    assert [row for row in after if row["benchmark"] == "gsm8k"] == [
+        row for row in before if row["benchmark"] == "gsm8k"
+    ]  # greedy answers to the unchanged copy: the same rows
+    metrics = json.loads((repo / "metrics" / "benchmarks" / "base.json").read_text())
+    check_metrics(metrics, ["gsm8k", "math500"], 2, per_item)
+    assert "up to date" in run(["dvc", "status", "benchmark@base"], repo).stdout
+    assert "Running stage 'benchmark@base'" in output and "benchmark@sft" not in output, output
 
 
 def stage_error(directory: Path, monkeypatch, model: str = "base") -> str:
@@ -590,7 +887,7 @@ def test_empty_benchmark_list_runs_nothing(tmp_path, monkeypatch):
     assert metrics == {"model": "sft", "benchmarks": {}}
     assert (
         directory / "metrics/benchmarks/per_item/sft.csv"
-    ).read_text() == "benchmark,id,correct,extracted\n"
+    ).read_text() == "benchmark,id,correct,strict,extracted\n"
 
 
 def test_report_adds_a_benchmark_table_only_where_benchmarks_ran(tmp_path, monkeypatch):
@@ -607,22 +904,55 @@ def test_report_adds_a_benchmark_table_only_where_benchmarks_ran(tmp_path, monke
     assert {name: (repo / name).read_bytes() for name in outputs} == before  # the default is unchanged
     assert not (repo / "metrics" / "report" / "benchmarks").exists()
 
-    def ran(gsm8k, math500):
+    def ran(gsm8k, math500, strict=None):
         sections = {"gsm8k": {"accuracy": gsm8k}, "math500": {"accuracy": math500}}
-        return {"benchmarks": sections, "average": (gsm8k + math500) / 2, "limit": 2, "max_new_tokens": 8}
+        metrics = {"benchmarks": sections, "average": (gsm8k + math500) / 2, "limit": 2, "max_new_tokens": 8}
+        if strict is not None:  # as the stage writes them; files made before strict accuracy have none
+            for section, value in zip(sections.values(), strict, strict=True):
+                section["strict_accuracy"] = value
+            metrics["strict_average"] = sum(strict) / 2
+        return metrics
 
-    for model, accuracies in {"base": (0.5, 0.25), "grpo": (1.0, 0.5)}.items():
-        (repo / "metrics" / "benchmarks" / f"{model}.json").write_text(json.dumps(ran(*accuracies)))
-    report.main()
-    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    def report_on(accuracies: dict) -> tuple[dict, str]:
+        for model, numbers in accuracies.items():
+            (repo / "metrics" / "benchmarks" / f"{model}.json").write_text(json.dumps(ran(*numbers)))
+        report.main()
+        summary = json.loads((repo / "metrics" / "summary.json").read_text())
+        return summary, (repo / "metrics" / "summary.md").read_text().split("Reasoning benchmarks")[1]
+
+    summary, table = report_on({"base": (0.5, 0.25), "grpo": (1.0, 0.5)})
     assert summary["benchmarks"]["grpo"] == {
         "gsm8k": 1.0,
         "math500": 0.5,
         "average": 0.75,
         "delta_average": 0.375,
     }
-    table = (repo / "metrics" / "summary.md").read_text().split("Reasoning benchmarks")[1]
     assert "| grpo | 1.000 | 0.500 | 0.750 | +0.375 |" in table and "| sft | - | - | - | - |" in table
+    assert "strict" not in table
     plot = (repo / "metrics" / "report" / "benchmarks" / "grpo.csv").read_text()
     assert plot == "benchmark,accuracy\ngsm8k,1.0\nmath500,0.5\n"
     assert not (repo / "metrics" / "report" / "benchmarks" / "sft.csv").exists()
+
+    # With strict accuracy: a row under each model's, Δ against base's strict average; the plot stays official
+    summary, table = report_on({"base": (0.5, 0.25, (0.25, 0.25)), "grpo": (1.0, 0.5, (0.5, 0.25))})
+    assert summary["benchmarks"]["grpo"]["strict"] == {
+        "gsm8k": 0.5,
+        "math500": 0.25,
+        "average": 0.375,
+        "delta_average": 0.125,
+    }
+    assert summary["benchmarks"]["grpo"]["delta_average"] == 0.375
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | gsm8k | math500 | average | Δ average |"
+    assert rows[1:] == [
+        "| base | 0.500 | 0.250 | 0.375 |  |",
+        "| base strict | 0.250 | 0.250 | 0.250 |  |",
+        "| sft | - | - | - | - |",
+        "| sft strict | - | - | - | - |",
+        "| grpo | 1.000 | 0.500 | 0.750 | +0.375 |",
+        "| grpo strict | 0.500 | 0.250 | 0.375 | +0.125 |",
+    ]
+    plot = (repo / "metrics" / "report" / "benchmarks" / "grpo.csv").read_text()
+    assert plot == "benchmark,accuracy\ngsm8k,1.0\nmath500,0.5\n"
+    headline = json.loads((repo / "metrics" / "headline.json").read_text())
+    assert headline["benchmarks"] == {"base": 0.375, "grpo": 0.75}  # the official average
