@@ -16,7 +16,16 @@ from stages.claims.catalogue import (
     curve_weights,
     diff,
 )
-from stages.claims.statistics import Resampled, decide, holm, pvalues, seed_interval, seeds_to_decide
+from stages.claims.statistics import (
+    Resampled,
+    decide,
+    holm,
+    pvalues,
+    resample,
+    seed_interval,
+    seeds_to_decide,
+    unit_counts,
+)
 from stages.claims.table import Settings, claims_table, markdown, measure
 from stages.core.params import ParamError
 from stages.study import parse_arms, parse_sets
@@ -91,8 +100,68 @@ def test_verdicts_read_the_interval_against_the_null_and_the_margin(center, sd, 
     assert decide(p["direction"], p["side"], p.get("equivalence"), 0.95) == expected
 
 
-def test_holm_multiplies_the_smallest_p_by_the_number_of_tests_and_stays_monotone():
-    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+@pytest.mark.parametrize(
+    ("p_values", "adjusted"),
+    [
+        ([0.01, 0.04, 0.03, 0.5], [0.04, 0.09, 0.09, 0.5]),  # 2 x 0.04 stays at 3 x 0.03: monotone
+        ([0.7, 0.01, 0.9], [1.0, 0.03, 1.0]),  # 2 x 0.7 is capped at 1, and 0.9 stays at the cap above it
+        ([0.5, 0.6], [1.0, 1.0]),  # the smallest reaches exactly 1
+        ([0.02, 0.02, 0.5], [0.06, 0.06, 0.5]),  # ties: equal p-values, equal adjusted ones
+        ([0.4, 0.4, 0.4], [1.0, 1.0, 1.0]),  # ties at the cap
+        ([0.05], [0.05]),  # one test: nothing to adjust
+    ],
+)
+def test_holm_multiplies_the_smallest_p_by_the_number_of_tests_and_stays_monotone(p_values, adjusted):
+    assert holm(p_values) == pytest.approx(adjusted)
+
+
+def holm_rejects(p_values: list[float], alpha: float) -> set[int]:
+    """Holm's step-down procedure as defined: the j-th smallest p-value (from 0) is rejected at
+    alpha / (m - j) while every smaller one was; the first that is not stops it."""
+    rejected = set()
+    for j, index in enumerate(sorted(range(len(p_values)), key=p_values.__getitem__)):
+        if p_values[index] > alpha / (len(p_values) - j):
+            break
+        rejected.add(index)
+    return rejected
+
+
+def test_holms_adjusted_p_values_reject_what_the_step_down_procedure_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # on a coarse grid, so that ties and values past the cap are common
+        p_values = (rng.integers(1, 40, rng.integers(1, 7)) / 80).tolist()
+        adjusted = holm(p_values)
+        assert all(p <= a <= 1 for p, a in zip(p_values, adjusted, strict=True))
+        for alpha in (0.01, 0.05, 0.1, 0.25, 0.5):
+            assert {i for i, a in enumerate(adjusted) if a <= alpha} == holm_rejects(p_values, alpha)
+
+
+def test_one_draw_of_the_units_counts_each_unit_for_all_its_prompts():
+    units = np.array(["r2", "r2", "r0", "r1", "r1", "r1", "r0"])
+    codes, counts = unit_counts(units, 500, np.random.default_rng(0))
+    assert codes.tolist() == [2, 2, 0, 1, 1, 1, 0]  # each prompt's unit, by code
+    assert counts.shape == (500, 3) and (counts.sum(axis=1) == 3).all()  # units drawn with replacement
+    assert counts.mean() == pytest.approx(1.0, abs=0.05) and counts.max() >= 2 and (counts == 0).any()
+
+
+def test_one_draw_of_the_units_is_shared_by_every_seed_and_every_model():
+    """resample's draws are the ones that unit_counts' draw gives each model's and each seed's prompts."""
+    rng = np.random.default_rng(3)
+    units = np.repeat(np.arange(30), 4)
+    success = {model: rng.random(120) for model in ("sft_all", "base")}
+    effect, identity = diff("sft_all", "base"), (lambda x: x)
+    # one seed: the draws are the effect of each model's totals over the same drawn units
+    codes, counts = unit_counts(units, 400, np.random.default_rng(9))
+    sizes = counts @ np.bincount(codes)
+    means = {model: counts @ np.bincount(codes, weights=v) / sizes for model, v in success.items()}
+    one = resample([success], effect, units, identity, 400, np.random.default_rng(9))
+    assert np.allclose(one.draws, means["sft_all"] - means["base"])
+    # two models with the same success: the same units in both, so no draw has an effect
+    twins = {"sft_all": success["base"], "base": success["base"].copy()}
+    assert resample([twins, twins], effect, units, identity, 400, rng).unit_variance == 0.0
+    # three seeds with the same success: the same units in each, so no seed strays from the others in a draw
+    seeds = resample([success] * 3, effect, units, identity, 400, rng)
+    assert seeds.interaction_variance == 0.0 and seeds.unit_variance > 0
 
 
 def test_curve_weights_interpolate_and_average_linearly():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from stages.claims.catalogue import Claim, SeedResults, diff
 from stages.claims.table import Settings, measure
@@ -85,15 +86,38 @@ def test_a_zero_effect_is_rarely_decided():
     assert pooled <= 0.05 + 2 * SE / math.sqrt(len(decided)), decided
 
 
+def analytic_se(scenario: Scenario) -> float:
+    """The standard error of a study's mean effect from the scenario's own variances: the units' and prompts'
+    effects (shared by the seeds), each seed's training shift, and every prompt's binomial samples of both
+    models in every seed (the base rates cancel in the difference). E[p(1 - p)] by Monte Carlo over the
+    scenario's rates."""
+    rng = np.random.default_rng(0)
+    size, n = 200_000, scenario.units * scenario.steps
+    base = rng.uniform(0.35, 0.65, size)
+    spread = math.hypot(scenario.unit_sd, scenario.prompt_sd, scenario.seed_sd)
+    trained = np.clip(base + scenario.effect + rng.normal(0, spread, size), 0, 1)
+    binomial = (base * (1 - base) + trained * (1 - trained)).mean() / (scenario.samples * n * scenario.seeds)
+    shared = scenario.unit_sd**2 / scenario.units + scenario.prompt_sd**2 / n
+    return math.sqrt(shared + scenario.seed_sd**2 / scenario.seeds + binomial)
+
+
+# the minimum detectable effect of a two-sided test at 95% with 80% power, in standard errors
+DETECTABLE = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+
+
 @pytest.mark.parametrize(
     "scenario", [Scenario(seed_sd=0.01), Scenario(units=40, steps=6, prompt_sd=0.05, seed_sd=0.01)]
 )
 def test_three_times_the_detectable_effect_holds(scenario):
-    # The MDE the table reports for this design, read off studies without an effect; the claim is that
-    # SFT lowers OOD success, so the true effect is negative.
-    _, mde = verdicts(scenario, seed=2)
-    shares, _ = verdicts(Scenario(**{**scenario.__dict__, "effect": -3 * mde}), seed=3)
+    # The claim is that SFT lowers OOD success, so the true effect is negative; its size is fixed by the
+    # scenario's variances, not by what the code reports.
+    effect = Scenario(**{**scenario.__dict__, "effect": -3 * DETECTABLE * analytic_se(scenario)})
+    shares, mde = verdicts(effect, seed=3)
     assert shares["holds"] >= 0.8, (mde, shares)
+    # The MDE the table reports is the analytic one, widened a little by the t quantiles of three seeds
+    # (measured: 1.03 to 1.13 times): neither inflated nor deflated.
+    analytic = DETECTABLE * analytic_se(effect)
+    assert 0.9 * analytic <= mde <= 1.35 * analytic, (mde, analytic)
 
 
 def test_an_effect_well_inside_the_margin_reads_no_effect():

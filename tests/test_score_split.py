@@ -12,6 +12,16 @@ from conftest import assert_one_line_error, copy_repo, make_repo, set_params, st
 pytestmark = pytest.mark.slow
 
 
+def contents(repo, folders=("data", "models", "metrics")) -> dict[str, bytes]:
+    """Every file under the stages' output folders, by path relative to `repo`, with its bytes."""
+    return {
+        path.relative_to(repo).as_posix(): path.read_bytes()
+        for folder in folders
+        for path in sorted((repo / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
 def read_scores(repo) -> dict[str, int]:
     with (repo / "data" / "scores.csv").open() as f:
         return {row["id"]: int(row["passes"]) for row in csv.DictReader(f)}
@@ -81,12 +91,11 @@ def test_split_bounds_move_prompts_between_buckets(micro_split, tmp_path):
 )
 def test_bad_params_stop_with_one_line(micro_split, tmp_path, module, overrides, named):
     repo = copy_repo(micro_split, tmp_path / "repo")
-    outputs = {"base": "models/base", "score": "data/scores.csv", "split": "data/splits"}
-    before = sorted(p.name for p in (repo / outputs[module]).parent.iterdir())
+    before = contents(repo)
     set_params(repo, overrides)
     result = stage(module, repo, check=False)
     assert_one_line_error(result, named)
-    assert sorted(p.name for p in (repo / outputs[module]).parent.iterdir()) == before  # nothing half-written
+    assert contents(repo) == before  # nothing half-written: every output and metrics file byte for byte
 
 
 def test_steps_and_thresholds_may_differ_per_env(micro_split, tmp_path):

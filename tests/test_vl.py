@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, copy_repo, make_repo, run, set_params, stage
 from test_real_checkpoint import ENDOFTEXT, IM_END, build_qwen_checkpoint, run_on_checkpoint, tsv_column
+from test_score_split import contents
 
 pytestmark = pytest.mark.slow
 
@@ -222,9 +223,9 @@ def test_vl_bad_params_stop_with_one_line(micro_vl, tmp_path, module, overrides,
     if overrides.get("model.path") == "text checkpoint":
         overrides = {"model.path": str(build_qwen_checkpoint(tmp_path / "qwen", ["Cards : 5 J ."]))}
     set_params(repo, overrides)
-    before = sorted(p.name for p in (repo / "models").iterdir())
+    before = contents(repo)
     assert_one_line_error(stage(module, repo, check=False), named)
-    assert sorted(p.name for p in (repo / "models").iterdir()) == before
+    assert contents(repo) == before  # nothing half-written: every output and metrics file byte for byte
 
 
 def test_an_image_that_cannot_be_decoded_stops_with_one_line(micro_vl, tmp_path):

