@@ -49,7 +49,8 @@ def kind(value) -> str:
 
 def check(settings: dict[str, object], defaults, source: str) -> None:
     """ParamError naming the first setting that params.yaml does not have, or whose value is of another
-    kind than its default's (null and strings mix: optional paths; a value may stand for a per-env map)."""
+    kind than its default's (null and strings mix: optional paths; a value may stand for a per-env map, not
+    for a section)."""
     for key, value in settings.items():
         default = OmegaConf.select(defaults, key, default=MISSING)
         if default is MISSING:
@@ -67,7 +68,7 @@ def check(settings: dict[str, object], defaults, source: str) -> None:
             want == got
             or {want, got} <= {"null", "string"}
             or {want, got} <= {"null", "number"}
-            or want == "mapping"  # one value for every env
+            or (want == "mapping" and set(default) <= set(ENV_NAMES))  # one value for every env
         )
         if not compatible:
             raise ParamError(f"{source}: {key}={value!r} must be a {want}, like the default {default!r}")

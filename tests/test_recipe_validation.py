@@ -52,7 +52,6 @@ def test_a_setting_of_another_kind_names_the_key_and_the_kind(settings, message)
         check(settings)
 
 
-@pytest.mark.xfail(strict=True, reason="recipe.check lets a single value replace any mapping, per-env or not")
 def test_a_scalar_for_a_section_that_is_not_per_env_is_refused():
     with pytest.raises(ParamError, match="grpo.lora"):
         check({"grpo": {"lora": 4}})
