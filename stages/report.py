@@ -4,8 +4,8 @@
 
 Reads metrics/eval/<model>.json (evaluate) and metrics/{base,score,split,sft,grpo}.json. Writes:
 
-- metrics/headline.json: the numbers dvc.yaml declares as metrics (`headline`), what `dvc exp show` and
-  `dvc metrics diff` compare;
+- metrics/headline.json: the numbers runs are compared by (`headline`), the first columns of `dvc exp show`
+  and `dvc metrics diff`;
 - metrics/summary.json and metrics/summary.md: models x eval sets, deltas against base, FLOPs, wall time,
   gradient norms; for VL envs the recognition of every eval set;
 - metrics/report/<model>.csv, the data behind the ID-vs-OOD and OOD-vs-FLOPs plots declared in dvc.yaml, and
@@ -32,7 +32,7 @@ MODELS = ("base", "sft", "grpo")
 EVALS = {"id": "ID", "ood_rule": "OOD rule", "ood_visual": "OOD visual"}
 SUMMARY_JSON = METRICS / "summary.json"
 SUMMARY_MD = METRICS / "summary.md"
-HEADLINE = METRICS / "headline.json"  # the one file dvc.yaml declares as metrics
+HEADLINE = METRICS / "headline.json"  # the numbers runs are compared by
 TIMED = ("base", "score", "sft", "grpo")  # the stages whose FLOPs and wall time the headline compares
 RECOGNITION_DIR = REPORT / "recognition"
 BENCHMARK_PLOT_DIR = REPORT / "benchmarks"
@@ -87,10 +87,10 @@ def summarize(evals: dict[str, dict | None], training: dict[str, dict | None], m
 
 
 def headline(rows: dict, names: list[str], benchmarks: dict[str, dict]) -> dict:
-    """The numbers a researcher compares between runs, and the only ones dvc.yaml declares as metrics, so
-    `dvc exp show` and `dvc metrics diff` fit a screen: success per model and eval set (report.metric), FLOPs
-    and wall time per stage, the split's shares and, where benchmarks ran, their average per model. Every
-    other field (provenance, histograms, FLOPs by part, ...) stays in the stages' own files under metrics/."""
+    """The numbers a researcher compares between runs, in one small file: success per model and eval set
+    (report.metric), FLOPs and wall time per stage, the split's shares and, where benchmarks ran, their
+    average per model. Every other field (provenance, histograms, FLOPs by part, ...) is in the stages' own
+    files."""
     success = {
         model: {name: row[name] for name in names if row.get(name) is not None} for model, row in rows.items()
     }

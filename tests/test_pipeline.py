@@ -46,11 +46,12 @@ def test_repro_then_an_experiment_changes_sft_metrics_only(tmp_path):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "dvc repro"], repo)
     run(["dvc", "exp", "run", "-S", "subset=easy"], repo)
-    assert json.loads((repo / "metrics" / "sft.json").read_text())["train_prompts"] == easy
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
-    # The one declared metrics file: SFT trained on other prompts (other tokens, so other FLOPs); GRPO and the
-    # base did not rerun, so none of their numbers moved.
-    assert set(diff) == {"metrics/headline.json"}, diff
+    # SFT trained on other prompts (other tokens, so other FLOPs); GRPO and the base did not rerun, so their
+    # metrics files, and their numbers in the headline, are unchanged.
+    assert diff["metrics/sft.json"]["train_prompts"] == {"old": total, "new": easy, "diff": easy - total}
+    for unchanged in ("metrics/grpo.json", "metrics/eval/grpo.json", "metrics/eval/base.json"):
+        assert unchanged not in diff, diff
     changed = set(diff["metrics/headline.json"])
     assert "flops.sft" in changed, changed
     assert all(key.split(".")[1] == "sft" for key in changed), changed
